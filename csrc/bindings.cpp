@@ -1,0 +1,185 @@
+// pybind11 bindings of the engine: pointers (as integers from torch's data_ptr()), sizes, flags and
+// a stream handle in; a Status code out. No torch headers: torch is a runtime dependency of the
+// Python layer only, so the build never needs it. The GIL is released around every kernel.
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "latentdiv/engine.h"
+#include "latentdiv/kernels.h"
+
+namespace py = pybind11;
+using namespace latentdiv;
+
+namespace {
+
+constexpr int kDeviceCpu = 0;
+constexpr int kDeviceCuda = 1;
+
+KernelParams make_kernel(int kernel, const std::vector<double>& params) {
+  KernelParams k{};
+  k.kernel = kernel;
+  k.n_params = static_cast<std::int32_t>(params.size());
+  if (params.size() > static_cast<std::size_t>(kMaxKernelParams)) {
+    throw py::value_error("kernel params: at most " + std::to_string(kMaxKernelParams) + " values, got " +
+                          std::to_string(params.size()));
+  }
+  for (std::size_t i = 0; i < params.size(); ++i) k.params[i] = params[i];
+  return k;
+}
+
+int pair_reduce(int device, int isa, int mode, int dtype, std::uintptr_t x,  // [n, d]
+                std::uintptr_t y,                                           // [m, d]
+                std::uintptr_t wx,                                          // [n] or 0
+                std::uintptr_t wy,                                          // [m] or 0
+                std::uintptr_t out_rows,                                    // [n] double
+                std::uintptr_t out_total,                                   // [1] double
+                std::uintptr_t out_grad,                                    // [n, d]
+                std::uintptr_t workspace,                                   // CUDA scratch or 0
+                std::int64_t n, std::int64_t m, std::int64_t d, bool self_pairs, bool exclude_diagonal,
+                int num_threads, int kernel, const std::vector<double>& params, std::uintptr_t stream) {
+  PairArgs a{};
+  a.x = reinterpret_cast<const void*>(x);
+  a.y = reinterpret_cast<const void*>(y);
+  a.wx = reinterpret_cast<const void*>(wx);
+  a.wy = reinterpret_cast<const void*>(wy);
+  a.out_rows = reinterpret_cast<double*>(out_rows);
+  a.out_total = reinterpret_cast<double*>(out_total);
+  a.out_grad = reinterpret_cast<void*>(out_grad);
+  a.workspace = reinterpret_cast<void*>(workspace);
+  a.n = n;
+  a.m = m;
+  a.d = d;
+  a.dtype = dtype;
+  a.mode = mode;
+  a.self_pairs = self_pairs ? 1 : 0;
+  a.exclude_diagonal = exclude_diagonal ? 1 : 0;
+  a.num_threads = num_threads;
+  a.kernel = make_kernel(kernel, params);
+  py::gil_scoped_release release;
+  if (device == kDeviceCpu) return pair_reduce_cpu(a, static_cast<CpuIsa>(isa));
+#if defined(LATENTDIV_WITH_CUDA)
+  if (device == kDeviceCuda) return pair_reduce_cuda(a, reinterpret_cast<void*>(stream));
+#else
+  (void)stream;
+#endif
+  return kUnsupported;
+}
+
+int pdist_call(bool backward, int device, int isa, int dtype, std::uintptr_t x,  // [n, d]
+               std::uintptr_t grad_out,                                          // [n(n-1)/2] or 0
+               std::uintptr_t dist,                                              // [n(n-1)/2] or 0
+               std::uintptr_t out,  // forward [n(n-1)/2], backward [n, d]
+               std::int64_t n, std::int64_t d, int num_threads, std::uintptr_t stream) {
+  PdistArgs a{};
+  a.x = reinterpret_cast<const void*>(x);
+  a.grad_out = reinterpret_cast<const void*>(grad_out);
+  a.dist = reinterpret_cast<const void*>(dist);
+  a.out = reinterpret_cast<void*>(out);
+  a.n = n;
+  a.d = d;
+  a.dtype = dtype;
+  a.num_threads = num_threads;
+  py::gil_scoped_release release;
+  if (device == kDeviceCpu) {
+    return backward ? pdist_backward_cpu(a, static_cast<CpuIsa>(isa)) : pdist_cpu(a, static_cast<CpuIsa>(isa));
+  }
+#if defined(LATENTDIV_WITH_CUDA)
+  if (device == kDeviceCuda) {
+    return backward ? pdist_backward_cuda(a, reinterpret_cast<void*>(stream))
+                    : pdist_cuda(a, reinterpret_cast<void*>(stream));
+  }
+#else
+  (void)stream;
+#endif
+  return kUnsupported;
+}
+
+py::dict build_info() {
+  py::dict info;
+#if defined(_OPENMP)
+  info["openmp"] = true;
+#else
+  info["openmp"] = false;
+#endif
+  py::list isas;
+  isas.append("baseline");
+#if defined(LATENTDIV_HAVE_AVX2)
+  isas.append("avx2");
+#endif
+#if defined(LATENTDIV_HAVE_AVX512)
+  isas.append("avx512");
+#endif
+  info["cpu_isa_compiled"] = isas;
+  py::list usable;
+  const char* names[] = {"baseline", "avx2", "avx512"};
+  for (int i = 0; i < 3; ++i) {
+    if (cpu_isa_available(static_cast<CpuIsa>(i))) usable.append(names[i]);
+  }
+  info["cpu_isa_usable"] = usable;
+  info["cpu_isa_best"] = names[static_cast<int>(cpu_isa_best())];
+#if defined(LATENTDIV_WITH_CUDA)
+  info["cuda"] = true;
+  info["cuda_archs"] = std::string(LATENTDIV_CUDA_ARCHS);
+#else
+  info["cuda"] = false;
+  info["cuda_archs"] = std::string();
+#endif
+  info["compiler"] = std::string(__VERSION__);
+  py::dict kernels;
+#define LD_NAME(Functor, Id) kernels[#Functor] = static_cast<int>(Id);
+  LATENTDIV_FOR_EACH_KERNEL(LD_NAME)
+#undef LD_NAME
+  info["kernels"] = kernels;
+  info["max_kernel_params"] = kMaxKernelParams;
+  return info;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_C, m) {
+  m.doc() = "latentdiv compiled engine: fused O(n^2) pair reductions without n x n buffers";
+  m.def("pair_reduce", &pair_reduce, py::arg("device"), py::arg("isa"), py::arg("mode"), py::arg("dtype"),
+        py::arg("x"), py::arg("y"), py::arg("wx"), py::arg("wy"), py::arg("out_rows"), py::arg("out_total"),
+        py::arg("out_grad"), py::arg("workspace"), py::arg("n"), py::arg("m"), py::arg("d"),
+        py::arg("self_pairs"), py::arg("exclude_diagonal"), py::arg("num_threads"), py::arg("kernel"),
+        py::arg("params"), py::arg("stream"));
+  m.def(
+      "pdist",
+      [](int device, int isa, int dtype, std::uintptr_t x, std::uintptr_t out, std::int64_t n, std::int64_t d,
+         int num_threads, std::uintptr_t stream) {
+        return pdist_call(false, device, isa, dtype, x, 0, 0, out, n, d, num_threads, stream);
+      },
+      py::arg("device"), py::arg("isa"), py::arg("dtype"), py::arg("x"), py::arg("out"), py::arg("n"),
+      py::arg("d"), py::arg("num_threads"), py::arg("stream"));
+  m.def(
+      "pdist_backward",
+      [](int device, int isa, int dtype, std::uintptr_t x, std::uintptr_t grad_out, std::uintptr_t dist,
+         std::uintptr_t out, std::int64_t n, std::int64_t d, int num_threads, std::uintptr_t stream) {
+        return pdist_call(true, device, isa, dtype, x, grad_out, dist, out, n, d, num_threads, stream);
+      },
+      py::arg("device"), py::arg("isa"), py::arg("dtype"), py::arg("x"), py::arg("grad_out"), py::arg("dist"),
+      py::arg("out"), py::arg("n"), py::arg("d"), py::arg("num_threads"), py::arg("stream"));
+#if defined(LATENTDIV_WITH_CUDA)
+  m.def(
+      "pair_reduce_cuda_workspace_bytes",
+      [](std::int64_t n, std::int64_t m, std::int64_t d, int mode) {
+        PairArgs a{};
+        a.n = n;
+        a.m = m;
+        a.d = d;
+        a.mode = mode;
+        return pair_reduce_cuda_workspace_bytes(a);
+      },
+      py::arg("n"), py::arg("m"), py::arg("d"), py::arg("mode"));
+#endif
+  m.def("build_info", &build_info);
+  m.attr("STATUS_OK") = static_cast<int>(kOk);
+  m.attr("STATUS_BAD_ARGUMENT") = static_cast<int>(kBadArgument);
+  m.attr("STATUS_UNKNOWN_KERNEL") = static_cast<int>(kUnknownKernel);
+  m.attr("STATUS_UNSUPPORTED") = static_cast<int>(kUnsupported);
+  m.attr("STATUS_CUDA_ERROR") = static_cast<int>(kCudaError);
+}

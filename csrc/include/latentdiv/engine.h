@@ -1,0 +1,52 @@
+// latentdiv/engine.h: the entry points of the pair-reduction engine, one per schedule.
+// Torch-free: raw pointers and sizes in (PairArgs / PdistArgs), a Status out.
+#pragma once
+
+#include <cstddef>
+
+#include "latentdiv/common.h"
+
+namespace latentdiv {
+
+// CPU instruction-set variants of the schedule, compiled from the same source with different
+// flags (CMakeLists.txt) and chosen at run time, since a wheel cannot assume -march=native.
+enum class CpuIsa : std::int32_t { kAuto = -1, kBaseline = 0, kAvx2 = 1, kAvx512 = 2 };
+
+// One variant of the CPU schedule: the symbols every ISA translation unit defines.
+#define LATENTDIV_DECLARE_CPU_VARIANT(ns)            \
+  namespace ns {                                     \
+  Status pair_reduce_cpu(const PairArgs& args);      \
+  Status pdist_cpu(const PdistArgs& args);           \
+  Status pdist_backward_cpu(const PdistArgs& args);  \
+  }
+
+LATENTDIV_DECLARE_CPU_VARIANT(cpu_baseline)
+#if defined(LATENTDIV_HAVE_AVX2)
+LATENTDIV_DECLARE_CPU_VARIANT(cpu_avx2)
+#endif
+#if defined(LATENTDIV_HAVE_AVX512)
+LATENTDIV_DECLARE_CPU_VARIANT(cpu_avx512)
+#endif
+
+// Dispatch (cpu/dispatch.cpp): kAuto picks the best variant this processor supports; a forced
+// variant that is not compiled in or not supported returns kUnsupported.
+Status pair_reduce_cpu(const PairArgs& args, CpuIsa isa);
+Status pdist_cpu(const PdistArgs& args, CpuIsa isa);
+Status pdist_backward_cpu(const PdistArgs& args, CpuIsa isa);
+bool cpu_isa_available(CpuIsa isa);  // compiled in and supported by this processor
+CpuIsa cpu_isa_best();
+
+// Argument checks shared by every schedule (cpu/validate.cpp): the backstop behind the Python checks.
+Status validate(const PairArgs& args);
+Status validate(const PdistArgs& args, bool backward);
+
+#if defined(LATENTDIV_WITH_CUDA)
+// CUDA schedule (cuda/): launched on `stream` (a cudaStream_t, torch's current stream), never the
+// NULL stream; no device synchronisation. The workspace holds per-block partial sums.
+Status pair_reduce_cuda(const PairArgs& args, void* stream);
+std::size_t pair_reduce_cuda_workspace_bytes(const PairArgs& args);
+Status pdist_cuda(const PdistArgs& args, void* stream);
+Status pdist_backward_cuda(const PdistArgs& args, void* stream);
+#endif
+
+}  // namespace latentdiv

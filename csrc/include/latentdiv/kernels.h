@@ -1,0 +1,127 @@
+// latentdiv/kernels.h: the radial kernels k(x, y) = f(r2), r2 = ||x - y||^2, as small functors.
+//
+// Each functor gives f(r2) and its slope df/dr2 in one call, for T = float or double, on host and
+// device (LD_HD). The schedules (cpu/, cuda/) are templates over the functor, so adding a kernel is:
+// one functor here + one line in LATENTDIV_FOR_EACH_KERNEL + one entry in the Python registry
+// (python/latentdiv/_registry.py), which says how user arguments become `params`.
+//
+// Subgradient convention: where f is not differentiable at r2 = 0 (laplacian, energy: functions of
+// r = sqrt(r2)), the slope at 0 is 0. The gradient term is 2 f'(r2) (x_i - y_j) and x_i - y_j = 0
+// there, so any finite slope gives the same gradient; 0 avoids inf * 0 = NaN.
+#pragma once
+
+#include <cmath>
+
+#include "latentdiv/common.h"
+#include "latentdiv/cw_phi.h"
+
+namespace latentdiv {
+
+// Math wrappers: one overload set that compiles for host and device, float and double.
+LD_HD float ld_exp(float v) { return ::expf(v); }
+LD_HD double ld_exp(double v) { return ::exp(v); }
+LD_HD float ld_sqrt(float v) { return ::sqrtf(v); }
+LD_HD double ld_sqrt(double v) { return ::sqrt(v); }
+
+// The kernel ids. The Python registry uses the same numbers (checked at import).
+enum class KernelId : std::int32_t {
+  kGaussian = 0,
+  kLaplacian = 1,
+  kImq = 2,
+  kEnergy = 3,
+  kCramerWoldApprox = 4,
+  kCramerWoldExact = 5,
+};
+
+// X(Functor, KernelId): the registry the schedules expand into their dispatch switch.
+#define LATENTDIV_FOR_EACH_KERNEL(X)                   \
+  X(Gaussian, KernelId::kGaussian)                     \
+  X(Laplacian, KernelId::kLaplacian)                   \
+  X(Imq, KernelId::kImq)                               \
+  X(Energy, KernelId::kEnergy)                         \
+  X(CramerWoldApprox, KernelId::kCramerWoldApprox)     \
+  X(CramerWoldExact, KernelId::kCramerWoldExact)
+
+// Gaussian (RBF), multi-scale: f = sum_s exp(-a_s r2).
+// params[s] = a_s = 1 / (2 h_s^2) for each bandwidth h_s (n_params >= 1).
+struct Gaussian {
+  template <class T>
+  LD_HD static void eval(const KernelParams& p, T r2, T& f, T& df) {
+    f = T(0);
+    df = T(0);
+    for (int s = 0; s < p.n_params; ++s) {
+      const T a = static_cast<T>(p.params[s]);
+      const T e = ld_exp(-a * r2);
+      f += e;
+      df -= a * e;
+    }
+  }
+};
+
+// Laplacian, multi-scale: f = sum_s exp(-r / h_s), r = sqrt(r2). params[s] = 1 / h_s.
+// df/dr2 = -sum_s exp(-r / h_s) / (2 h_s r); subgradient 0 at r2 = 0.
+struct Laplacian {
+  template <class T>
+  LD_HD static void eval(const KernelParams& p, T r2, T& f, T& df) {
+    const T r = ld_sqrt(r2);
+    T slope_r = T(0);  // df/dr
+    f = T(0);
+    for (int s = 0; s < p.n_params; ++s) {
+      const T b = static_cast<T>(p.params[s]);
+      const T e = ld_exp(-b * r);
+      f += e;
+      slope_r -= b * e;
+    }
+    df = r > T(0) ? slope_r / (T(2) * r) : T(0);
+  }
+};
+
+// Inverse multiquadric, multi-scale (WAE): f = sum_s c_s / (c_s + r2). params[s] = c_s > 0.
+struct Imq {
+  template <class T>
+  LD_HD static void eval(const KernelParams& p, T r2, T& f, T& df) {
+    f = T(0);
+    df = T(0);
+    for (int s = 0; s < p.n_params; ++s) {
+      const T c = static_cast<T>(p.params[s]);
+      const T inv = T(1) / (c + r2);
+      const T v = c * inv;
+      f += v;
+      df -= v * inv;
+    }
+  }
+};
+
+// Energy (negative distance): f = -r; df/dr2 = -1 / (2 r), subgradient 0 at r2 = 0. No params.
+struct Energy {
+  template <class T>
+  LD_HD static void eval(const KernelParams& /*p*/, T r2, T& f, T& df) {
+    const T r = ld_sqrt(r2);
+    f = -r;
+    df = r > T(0) ? T(-0.5) / r : T(0);
+  }
+};
+
+// Cramer-Wold, the CWAE paper's approximation phi_D(s) ~ (1 + 4 s / (2D - 3))^(-1/2), in the form
+// its reference code uses: f = (gamma + K r2)^(-1/2). params = {gamma, K}, K = 1 / (2D - 3).
+struct CramerWoldApprox {
+  template <class T>
+  LD_HD static void eval(const KernelParams& p, T r2, T& f, T& df) {
+    const T g = static_cast<T>(p.params[0]);
+    const T k = static_cast<T>(p.params[1]);
+    const T inv = T(1) / (g + k * r2);
+    f = ld_sqrt(inv);
+    df = T(-0.5) * k * f * inv;
+  }
+};
+
+// Cramer-Wold with the exact phi_D(s) = 1F1(1/2; D/2; -s), s = r2 / (4 gamma), by the per-D fitted
+// approximation of cw_phi.h (params from latentdiv.special.cw_phi_params).
+struct CramerWoldExact {
+  template <class T>
+  LD_HD static void eval(const KernelParams& p, T r2, T& f, T& df) {
+    cw_phi_of_r2<T>(p.params, p.n_params, r2, f, df);
+  }
+};
+
+}  // namespace latentdiv

@@ -1,0 +1,173 @@
+"""Loading the compiled engine ``latentdiv._C`` and choosing between it and the pure-torch fallback.
+
+The backend is chosen once at import from ``LATENTDIV_BACKEND`` (``auto`` | ``compiled`` |
+``reference``) and can be changed with :func:`set_backend` (tests do, to cover both paths). It is a
+module global rather than an environment read per call so that ``torch.compile`` sees a constant.
+The CPU instruction-set variant is read from ``LATENTDIV_ISA`` (``auto`` | ``baseline`` | ``avx2`` |
+``avx512``) at every call, inside the opaque custom ops, so benchmarks and tests can switch it.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from typing import Any, Dict, Optional
+
+import torch
+
+try:  # the compiled module; absent in a source checkout that was not built
+    from . import _C  # type: ignore[attr-defined]
+
+    _IMPORT_ERROR: Optional[BaseException] = None
+except ImportError as exc:  # pragma: no cover - exercised by the fallback tests via set_backend
+    _C = None
+    _IMPORT_ERROR = exc
+
+DEVICE_CPU = 0
+DEVICE_CUDA = 1
+MODE_VALUE = 0
+MODE_GRAD = 1
+_ISA_CODES = {"auto": -1, "baseline": 0, "avx2": 1, "avx512": 2}
+_BACKENDS = ("auto", "compiled", "reference")
+
+_warned: set = set()
+
+
+def _warn_once(key: str, message: str) -> None:
+    if key not in _warned:
+        _warned.add(key)
+        warnings.warn(message, RuntimeWarning, stacklevel=3)
+
+
+def _initial_backend() -> str:
+    value = os.environ.get("LATENTDIV_BACKEND", "auto").strip().lower() or "auto"
+    if value not in _BACKENDS:
+        raise ValueError(f"LATENTDIV_BACKEND must be one of {_BACKENDS}, got {value!r}")
+    if value == "compiled" and _C is None:
+        raise ImportError(f"LATENTDIV_BACKEND=compiled but latentdiv._C could not be imported: {_IMPORT_ERROR}")
+    return value
+
+
+_backend = _initial_backend()
+
+
+def set_backend(name: str) -> str:
+    """Force ``"reference"`` (pure torch), ``"compiled"`` or ``"auto"``; returns the previous setting."""
+    global _backend
+    if name not in _BACKENDS:
+        raise ValueError(f"backend must be one of {_BACKENDS}, got {name!r}")
+    if name == "compiled" and _C is None:
+        raise ImportError(f"latentdiv._C could not be imported: {_IMPORT_ERROR}")
+    previous, _backend = _backend, name
+    return previous
+
+
+def get_backend() -> str:
+    return _backend
+
+
+def compiled_available() -> bool:
+    return _C is not None
+
+
+def cuda_compiled() -> bool:
+    return _C is not None and bool(_C.build_info()["cuda"])
+
+
+def use_compiled(device: torch.device) -> bool:
+    """Whether the public functions route this device through the compiled custom ops."""
+    if _backend == "reference":
+        return False
+    if _C is None:
+        _warn_once(
+            "no_C",
+            f"latentdiv: the compiled engine could not be imported ({_IMPORT_ERROR}); "
+            "using the pure-torch reference implementation (slower, more memory).",
+        )
+        return False
+    if device.type == "cpu":
+        return True
+    if device.type == "cuda":
+        if cuda_compiled():
+            return True
+        _warn_once(
+            "no_cuda",
+            "latentdiv: this build has no CUDA kernels (built without a CUDA compiler); "
+            "CUDA tensors use the pure-torch reference implementation.",
+        )
+        return False
+    _warn_once(
+        f"device_{device.type}",
+        f"latentdiv: no compiled kernels for device type {device.type!r}; using the pure-torch reference implementation.",
+    )
+    return False
+
+
+def isa_code() -> int:
+    name = os.environ.get("LATENTDIV_ISA", "auto").strip().lower() or "auto"
+    if name not in _ISA_CODES:
+        raise ValueError(f"LATENTDIV_ISA must be one of {tuple(_ISA_CODES)}, got {name!r}")
+    return _ISA_CODES[name]
+
+
+def device_code(t: torch.Tensor) -> int:
+    return DEVICE_CUDA if t.device.type == "cuda" else DEVICE_CPU
+
+
+def stream_handle(t: torch.Tensor) -> int:
+    """torch's current stream on t's device (0 on CPU). Kernels never go to the NULL stream."""
+    if t.device.type == "cuda":
+        return int(torch.cuda.current_stream(t.device).cuda_stream)
+    return 0
+
+
+def dtype_code(t: torch.Tensor) -> int:
+    if t.dtype == torch.float32:
+        return 0
+    if t.dtype == torch.float64:
+        return 1
+    raise TypeError(f"the engine takes float32 or float64, got {t.dtype}")
+
+
+def check_status(status: int, what: str) -> None:
+    if status == 0:
+        return
+    names = {
+        1: "bad argument (inconsistent sizes, pointers or flags)",
+        2: "unknown kernel id",
+        3: "unsupported (ISA variant not available on this CPU, or CUDA not built)",
+        4: "CUDA error",
+    }
+    raise RuntimeError(f"latentdiv engine: {what} failed: {names.get(status, f'status {status}')}")
+
+
+def backend_info() -> Dict[str, Any]:
+    """What was built and what will run: compiled or fallback, threads, CPU ISA, CUDA.
+
+    Example: ``{'backend': 'compiled', 'threads': 2, 'openmp': True, 'cpu_isa_best': 'avx512', ...}``.
+    """
+    info: Dict[str, Any] = {
+        "backend": "reference" if (_backend == "reference" or _C is None) else "compiled",
+        "backend_setting": _backend,
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "cuda_device_available": torch.cuda.is_available(),
+    }
+    if _C is None:
+        info.update(compiled=False, import_error=str(_IMPORT_ERROR), cuda=False)
+        return info
+    build = dict(_C.build_info())
+    isa_env = os.environ.get("LATENTDIV_ISA", "auto")
+    info.update(
+        compiled=True,
+        openmp=build["openmp"],
+        cpu_isa_compiled=list(build["cpu_isa_compiled"]),
+        cpu_isa_usable=list(build["cpu_isa_usable"]),
+        cpu_isa_best=build["cpu_isa_best"],
+        cpu_isa_selected=build["cpu_isa_best"] if isa_env == "auto" else isa_env,
+        cuda=build["cuda"],
+        cuda_archs=build["cuda_archs"],
+        compiler=build["compiler"],
+        kernels=dict(build["kernels"]),
+    )
+    return info

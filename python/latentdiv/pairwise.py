@@ -1,0 +1,97 @@
+"""The public primitives over pairs of points: :func:`pairwise_sum` and :func:`pdist`.
+
+Both route to the compiled engine (custom ops in ``ops.py``) when it is available for the device and
+to ``reference.py`` otherwise; the results agree to the tolerances of DESIGN.md section 4.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional, Sequence, Union
+
+import torch
+
+from . import _ext, reference
+from ._registry import get_kernel, kernel_params
+from ._validation import check_bool, check_pair, check_points, check_weights, compute_dtype
+
+Bandwidth = Union[float, Sequence[float], torch.Tensor]
+
+
+def pairwise_sum(
+    x: torch.Tensor,                          # [n, D]
+    y: Optional[torch.Tensor] = None,         # [m, D]; None: y is x
+    *,
+    kernel: str = "gaussian",
+    bandwidth: Bandwidth = 1.0,
+    weights_x: Optional[torch.Tensor] = None,  # [n]
+    weights_y: Optional[torch.Tensor] = None,  # [m]; with y=None it must be None (weights_x is used)
+    exclude_diagonal: bool = False,
+    **kernel_options: Any,
+) -> torch.Tensor:                            # [] in x's dtype
+    r"""Weighted sum of a radial kernel over all pairs, without building the n x m matrix.
+
+    .. math::
+        S = \sum_{i=1}^{n} \sum_{j=1}^{m} w^x_i \, w^y_j \, k(x_i, y_j),
+        \qquad k(x, y) = f(\lVert x - y \rVert^2)
+
+    Kernels (``bandwidth`` = h; a sequence of bandwidths sums the kernel over them in one pass):
+
+    - ``"gaussian"``: :math:`\exp(-r^2 / (2 h^2))`
+    - ``"laplacian"``: :math:`\exp(-r / h)`
+    - ``"imq"``: :math:`h / (h + r^2)` (WAE's inverse multiquadric, h = C)
+    - ``"energy"``: :math:`-r` (bandwidth unused)
+    - ``"cramer_wold_approx"`` (``gamma=``, optional ``dim=``): :math:`(\gamma + r^2/(2D-3))^{-1/2}`
+    - ``"cramer_wold"`` (``gamma=``, optional ``dim=``): :math:`\phi_D(r^2 / (4\gamma))`,
+      :math:`\phi_D(s) = {}_1F_1(1/2; D/2; -s)` (exact, fitted per D to 1e-6 relative)
+
+    ``y=None`` means y is x, with ``weights_x`` on both sides; ``exclude_diagonal=True`` then drops
+    the i = j terms (U-statistics). Differentiable with respect to x, y and both weight vectors;
+    memory O((n + m) D). float16/bfloat16 are computed in float32; every sum is accumulated in
+    float64 and the result is returned in x's dtype.
+    """
+    spec = get_kernel(kernel)
+    check_points(x, "x")
+    check_bool(exclude_diagonal, "exclude_diagonal")
+    if y is None:
+        if weights_y is not None:
+            raise ValueError("weights_y must be None when y is None (weights_x weighs both sides of x's self pairs)")
+    else:
+        check_points(y, "y")
+        check_pair(x, y)
+        if exclude_diagonal:
+            raise ValueError("exclude_diagonal=True needs y=None (the diagonal i = j exists only for self pairs)")
+    check_weights(weights_x, "weights_x", x, "x")
+    check_weights(weights_y, "weights_y", y if y is not None else x, "y")
+    dim = x.shape[1]
+    params = kernel_params(spec, bandwidth, dim, kernel_options)
+
+    out_dtype = x.dtype
+    work = compute_dtype(x.dtype)
+    xc = x.to(work)
+    yc = None if y is None else y.to(work)
+    wx = None if weights_x is None else weights_x.to(work)
+    wy = None if weights_y is None else weights_y.to(work)
+
+    if _ext.use_compiled(x.device):
+        total = torch.ops.latentdiv.pair_sum(
+            xc.contiguous(), None if yc is None else yc.contiguous(),
+            None if wx is None else wx.contiguous(), None if wy is None else wy.contiguous(),
+            spec.kernel_id, list(params), exclude_diagonal,
+        )
+    else:
+        total = reference.pairwise_sum(xc, yc, wx, wy, spec, bandwidth, kernel_options, exclude_diagonal)
+    return total.to(out_dtype)
+
+
+def pdist(x: torch.Tensor) -> torch.Tensor:  # [n, D] -> [n (n - 1) / 2]
+    r"""Condensed pairwise Euclidean distances :math:`\lVert x_i - x_j \rVert`, i < j, in the order of
+    ``torch.pdist`` (and ``scipy.spatial.distance.pdist``). Differentiable; the gradient of a zero
+    distance is 0 (subgradient), never NaN. The output itself has n(n-1)/2 entries."""
+    check_points(x, "x")
+    work = compute_dtype(x.dtype)
+    xc = x.to(work).contiguous()
+    if _ext.use_compiled(x.device):
+        out = torch.ops.latentdiv.pdist(xc)
+    else:
+        out = reference.pdist(xc)
+    return out.to(x.dtype)

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Developer build: compile latentdiv._C in ./build (or $1) and copy it into python/latentdiv, so
+# `PYTHONPATH=python python -m pytest` runs against the working tree without installing anything.
+# Uses the interpreter $PYTHON (default: python3) for pybind11's CMake files. Extra arguments after
+# the build directory go to CMake (e.g. -DLATENTDIV_CUDA=ON).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+BUILD=${1:-build}
+shift || true
+cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DLATENTDIV_CUDA=${LATENTDIV_CUDA:-OFF} \
+  -Dpybind11_DIR="$("$PYTHON" -m pybind11 --cmakedir)" -DPython_EXECUTABLE="$(command -v "$PYTHON")" "$@" >/dev/null
+cmake --build "$BUILD" -j 2
+cp "$BUILD"/_C*.so python/latentdiv/
+echo "built $(ls python/latentdiv/_C*.so)"
