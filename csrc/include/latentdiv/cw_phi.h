@@ -20,8 +20,9 @@
 // relative accuracy: it has its own kind (no coefficients).
 //
 // Accuracy (double, tests/test_special.py, s in {0} u [1e-8, 1e8] log-dense, D = 1..1024): relative
-// error <= ~1e-9 for phi and dphi/ds. Float: limited by float rounding (~1e-6 relative). Finite s >= 0
-// never gives NaN/inf; s = +inf gives 0, 0; negative s (rounding of r2) is clamped to 0; NaN stays NaN.
+// error <= 5e-10 for phi and dphi/ds (phi alone <= 4e-12). Float: float rounding (<= 1e-6 relative).
+// Finite s >= 0 never gives NaN/inf; s = +inf gives 0, 0; negative s (rounding of r2) is clamped to
+// 0; NaN stays NaN.
 //
 // params layout, produced by latentdiv.special.cw_phi_params(D, s_scale) (n_params = 6 + N <= 64):
 //   params[0] = s_scale       s = s_scale * r2 (CWAE: 1 / (4 gamma), or 1 / (2 + 4 gamma) for the cross term)
