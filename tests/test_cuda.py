@@ -277,7 +277,6 @@ def test_import_does_not_initialise_cuda():
 # (b) device tests: need a GPU
 # ---------------------------------------------------------------------------------------------------
 DEVICES = ["cuda"]
-cuda_device_test = [pytest.mark.cuda, requires_gpu, requires_cuda_build]
 
 
 def _value_and_grads(x, y, wx, wy, case, exclude_diagonal=False):
