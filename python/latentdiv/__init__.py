@@ -11,6 +11,19 @@ from . import _ext, ops  # noqa: F401  (ops registers torch.ops.latentdiv.*)
 from ._ext import backend_info, get_backend, set_backend
 from ._registry import KERNELS, check_against_build
 from .pairwise import pairwise_sum, pdist
+from . import functional, losses  # noqa: E402  (after the ops are registered)
+from .functional import (
+    coordinates_cvm,
+    cramer_wold,
+    cwae_loss,
+    distances_cvm,
+    energy_distance,
+    kl_normal,
+    mmd,
+    mmd_to_normal,
+    radii_cvm,
+    sliced_wasserstein,
+)
 
 __version__ = "0.1.0"
 
@@ -20,8 +33,20 @@ if _ext._C is not None:
 __all__ = [
     "KERNELS",
     "backend_info",
+    "coordinates_cvm",
+    "cramer_wold",
+    "cwae_loss",
+    "distances_cvm",
+    "energy_distance",
+    "functional",
     "get_backend",
+    "kl_normal",
+    "losses",
+    "mmd",
+    "mmd_to_normal",
     "pairwise_sum",
     "pdist",
+    "radii_cvm",
     "set_backend",
+    "sliced_wasserstein",
 ]

@@ -209,6 +209,11 @@ def _cw_phi_fit(D: float) -> tuple[int, float, tuple[float, ...]]:
     return _KIND_CHEB, a, tuple(float(c) for c in coeffs)
 
 
+@torch.compiler.assume_constant_result  # the numpy fit is not traceable by dynamo; D is a Python constant
+def _cw_phi_fit_const(D: float) -> tuple:
+    return _cw_phi_fit(D)
+
+
 def cw_phi_params(D: float, s_scale: float = 1.0) -> tuple[float, ...]:
     r"""Kernel params for ``cw_phi_of_r2`` / ``cw_phi_eval`` in ``latentdiv/cw_phi.h``.
 
@@ -226,7 +231,7 @@ def cw_phi_params(D: float, s_scale: float = 1.0) -> tuple[float, ...]:
     s_scale = float(s_scale)
     if not (math.isfinite(s_scale) and s_scale > 0.0):
         raise ValueError(f"cw_phi_params: s_scale must be finite and > 0, got {s_scale}")
-    kind, a, coeffs = _cw_phi_fit(D)
+    kind, a, coeffs = _cw_phi_fit_const(D)
     a_r2 = a / s_scale
     # the float32 path casts a / s_scale to float: keep it a normal float32 number
     if not (1e-30 <= a_r2 <= 1e30):

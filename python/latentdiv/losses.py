@@ -1,0 +1,263 @@
+r"""The divergence catalog as ``torch.nn.Module`` losses (formulas and sources: :mod:`latentdiv.functional`).
+
+Calling conventions (as geomloss's ``SamplesLoss``):
+
+- ``loss(x)``: x against the prior N(0, I) (closed form where one exists);
+- ``loss(x, y)``: two samples;
+- ``loss(a, x)`` / ``loss(a, x, b, y)``: weighted (a: (n,) or (B, n); weights are relative and are
+  normalised to sum 1; ``b=None`` means uniform). A two-argument call is read as ``(a, x)`` when the
+  first argument has one dimension less than the second, else as ``(x, y)``.
+
+x of shape (n, D) gives one value; (B, n, D) gives one value per batch element, reduced over the
+batch by ``reduction`` = ``"mean"`` (default) | ``"sum"`` | ``"none"`` (shape (B,)).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Optional, Sequence, Tuple, Union
+
+import torch
+from torch import nn
+
+from . import functional as F
+from ._registry import _positive, _positive_scales
+
+__all__ = [
+    "CoordinatesCvMLoss",
+    "CramerWoldLoss",
+    "DistancesCvMLoss",
+    "EnergyDistanceLoss",
+    "KLNormalLoss",
+    "MMDLoss",
+    "MMDToNormalLoss",
+    "RadiiCvMLoss",
+    "SlicedWassersteinLoss",
+]
+
+_REDUCTIONS = ("mean", "sum", "none")
+
+
+def _reduce(value: torch.Tensor, reduction: str) -> torch.Tensor:  # [] or [B] -> [] or [B]
+    if value.dim() == 0 or reduction == "none":
+        return value
+    return value.mean() if reduction == "mean" else value.sum()
+
+
+class _SampleLoss(nn.Module):
+    """Shared argument parsing and batch reduction. Subclasses implement ``_value(x, y, a, b)``."""
+
+    two_sample = True
+    weighted = True
+
+    def __init__(self, reduction: str = "mean") -> None:
+        super().__init__()
+        self.reduction = F._check_choice(reduction, "reduction", _REDUCTIONS)
+
+    def _parse(self, args: Tuple[Any, ...]):
+        name = type(self).__name__
+        if len(args) == 1:
+            a, x, b, y = None, args[0], None, None
+        elif len(args) == 2:
+            first, second = args
+            if (isinstance(first, torch.Tensor) and isinstance(second, torch.Tensor)
+                    and first.dim() == second.dim() - 1):
+                a, x, b, y = first, second, None, None
+            else:
+                a, x, b, y = None, first, None, second
+        elif len(args) == 4:
+            a, x, b, y = args
+        else:
+            raise TypeError(f"{name} takes (x), (x, y), (a, x) or (a, x, b, y); got {len(args)} arguments")
+        if y is None and b is not None:
+            raise ValueError(f"{name}: weights b were given without a sample y")
+        if y is not None and not self.two_sample:
+            raise TypeError(f"{name} compares x with N(0, I) only; it takes no second sample y")
+        if (a is not None or b is not None) and not self.weighted:
+            raise TypeError(f"{name} does not take weights")
+        return a, x, b, y
+
+    def forward(self, *args: Any) -> torch.Tensor:
+        a, x, b, y = self._parse(args)
+        return _reduce(self._value(x, y, a, b), self.reduction)
+
+    def _value(self, x, y, a, b) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def extra_repr(self) -> str:
+        return f"reduction={self.reduction!r}"
+
+
+class KLNormalLoss(nn.Module):
+    r"""VAE KL term :math:`\frac12\sum_j(\mu_j^2 + e^{\ell_j} - 1 - \ell_j)` per sample
+    (:func:`latentdiv.functional.kl_normal`), called as ``loss(mu, logvar)`` with tensors of shape
+    (..., D). ``reduction``: mean / sum over samples, or ``"none"`` (shape ``mu.shape[:-1]``)."""
+
+    def __init__(self, reduction: str = "mean", max_logvar: float = 50.0) -> None:
+        super().__init__()
+        self.reduction = F._check_choice(reduction, "reduction", _REDUCTIONS)
+        self.max_logvar = _positive(max_logvar, "max_logvar")
+
+    def forward(self, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+        return F.kl_normal(mu, logvar, reduction=self.reduction, max_logvar=self.max_logvar)
+
+    def extra_repr(self) -> str:
+        return f"reduction={self.reduction!r}, max_logvar={self.max_logvar}"
+
+
+class MMDLoss(_SampleLoss):
+    r"""Squared MMD (:func:`latentdiv.functional.mmd`): kernels gaussian / imq / laplacian / energy,
+    multi-scale bandwidths, presets ``"wae"`` and ``"infovae"``, unbiased or biased estimator.
+
+    ``loss(x, y)`` compares two samples. ``loss(x)`` compares x with N(0, I): in closed form
+    (:func:`~latentdiv.functional.mmd_to_normal`, no noise) for the gaussian kernel (including the
+    ``"infovae"`` preset) with a numeric bandwidth; otherwise (imq, ``"wae"``, laplacian, energy,
+    ``bandwidth="median"``) against a fresh N(0, I) sample of x's size drawn with ``generator``, as
+    the WAE reference code does.
+    """
+
+    def __init__(self, kernel: Optional[str] = None, bandwidth: Any = None, scales: Optional[Sequence[float]] = None,
+                 estimator: Optional[str] = None, preset: Optional[str] = None, reduction: str = "mean",
+                 generator: Optional[torch.Generator] = None) -> None:
+        super().__init__(reduction)
+        if kernel is not None:
+            F._check_choice(kernel, "kernel", F._MMD_KERNELS)
+        if estimator is not None:
+            F._check_choice(estimator, "estimator", F._ESTIMATORS)
+        if preset is not None:
+            F._check_choice(preset, "preset", ("wae", "infovae"))
+        self.kernel, self.bandwidth, self.scales = kernel, bandwidth, scales
+        self.estimator, self.preset, self.generator = estimator, preset, generator
+
+    def _closed_form_bandwidth(self, dim: int):
+        """The gaussian bandwidth(s) when loss(x) has a closed form, else None."""
+        if self.preset == "infovae":
+            return F._positive(dim / math.sqrt(2.0), "bandwidth")
+        if self.preset is not None or (self.kernel or "gaussian") != "gaussian" or isinstance(self.bandwidth, str):
+            return None
+        bw = 1.0 if self.bandwidth is None else self.bandwidth
+        if self.scales is None:
+            return bw
+        return tuple(_positive(bw, "bandwidth") * s for s in _positive_scales(self.scales, "scales"))
+
+    def _value(self, x, y, a, b):
+        if y is None:
+            F._check_samples(x, "x")
+            bw = self._closed_form_bandwidth(x.shape[-1])
+            estimator = "biased" if self.preset == "infovae" else (self.estimator or "unbiased")
+            if bw is not None:
+                return F.mmd_to_normal(x, bandwidth=bw, estimator=estimator, weights=a)
+            y = torch.randn(x.shape, generator=self.generator, device=x.device, dtype=x.dtype)
+        return F.mmd(x, y, kernel=self.kernel, bandwidth=self.bandwidth, scales=self.scales,
+                     estimator=self.estimator, weights_x=a, weights_y=b, preset=self.preset)
+
+    def extra_repr(self) -> str:
+        return (f"kernel={self.kernel!r}, bandwidth={self.bandwidth!r}, scales={self.scales!r}, "
+                f"estimator={self.estimator!r}, preset={self.preset!r}, reduction={self.reduction!r}")
+
+
+class MMDToNormalLoss(_SampleLoss):
+    r"""Closed-form gaussian-kernel MMD^2 to N(0, I) (:func:`latentdiv.functional.mmd_to_normal`);
+    ``loss(x)`` or ``loss(a, x)``."""
+
+    two_sample = False
+
+    def __init__(self, bandwidth: Union[float, Sequence[float]] = 1.0, estimator: str = "unbiased",
+                 reduction: str = "mean") -> None:
+        super().__init__(reduction)
+        _positive_scales(bandwidth, "bandwidth")
+        self.bandwidth = bandwidth
+        self.estimator = F._check_choice(estimator, "estimator", F._ESTIMATORS)
+
+    def _value(self, x, y, a, b):
+        return F.mmd_to_normal(x, bandwidth=self.bandwidth, estimator=self.estimator, weights=a)
+
+    def extra_repr(self) -> str:
+        return f"bandwidth={self.bandwidth!r}, estimator={self.estimator!r}, reduction={self.reduction!r}"
+
+
+class CramerWoldLoss(_SampleLoss):
+    r"""Squared Cramer-Wold distance (:func:`latentdiv.functional.cramer_wold`), to N(0, I) in closed
+    form (``loss(x)``) or between two samples. ``log=True`` returns :math:`\log(d_{cw}^2 + \varepsilon)`,
+    the CWAE loss (:func:`~latentdiv.functional.cwae_loss`). ``gamma=None``: :math:`(4/(3n))^{2/5}`
+    of each call's batch size."""
+
+    def __init__(self, gamma: Optional[float] = None, phi: str = "exact", log: bool = False, eps: float = 1e-7,
+                 reduction: str = "mean") -> None:
+        super().__init__(reduction)
+        self.gamma = None if gamma is None else _positive(gamma, "gamma")
+        self.phi = F._check_choice(phi, "phi", ("exact", "approx"))
+        if not isinstance(log, bool):
+            raise TypeError(f"log must be a bool, got {type(log).__name__}")
+        self.log, self.eps = log, _positive(eps, "eps")
+
+    def _value(self, x, y, a, b):
+        d2 = F.cramer_wold(x, y, gamma=self.gamma, phi=self.phi, weights_x=a, weights_y=b)
+        return torch.log(d2 + self.eps) if self.log else d2
+
+    def extra_repr(self) -> str:
+        return f"gamma={self.gamma!r}, phi={self.phi!r}, log={self.log}, reduction={self.reduction!r}"
+
+
+class EnergyDistanceLoss(_SampleLoss):
+    r"""Energy distance (:func:`latentdiv.functional.energy_distance`), to N(0, I) in closed form or
+    between two samples (ED itself: twice geomloss's ``SamplesLoss("energy")``)."""
+
+    def _value(self, x, y, a, b):
+        return F.energy_distance(x, y, weights_x=a, weights_y=b)
+
+
+class SlicedWassersteinLoss(_SampleLoss):
+    r"""Squared sliced 2-Wasserstein distance (:func:`latentdiv.functional.sliced_wasserstein`), to
+    N(0, 1) per projection exactly or between two samples. New directions are drawn at every call
+    (with ``generator``) unless fixed ``projections`` (L, D) are given."""
+
+    def __init__(self, n_projections: int = 50, generator: Optional[torch.Generator] = None,
+                 projections: Optional[torch.Tensor] = None, reduction: str = "mean") -> None:
+        super().__init__(reduction)
+        if isinstance(n_projections, bool) or not isinstance(n_projections, int) or n_projections < 1:
+            raise ValueError(f"n_projections must be a positive integer, got {n_projections!r}")
+        self.n_projections, self.generator = n_projections, generator
+        if projections is not None:
+            self.register_buffer("projections", projections)
+        else:
+            self.projections = None
+
+    def _value(self, x, y, a, b):
+        return F.sliced_wasserstein(x, y, n_projections=self.n_projections, generator=self.generator,
+                                    projections=self.projections, weights_x=a, weights_y=b)
+
+    def extra_repr(self) -> str:
+        return f"n_projections={self.n_projections}, reduction={self.reduction!r}"
+
+
+class RadiiCvMLoss(_SampleLoss):
+    r"""Cramer-von Mises W^2 of the radii against chi_D (:func:`latentdiv.functional.radii_cvm`)."""
+
+    two_sample = False
+    weighted = False
+
+    def _value(self, x, y, a, b):
+        return F.radii_cvm(x)
+
+
+class DistancesCvMLoss(_SampleLoss):
+    r"""Cramer-von Mises W^2 of the pairwise distances against sqrt(2) chi_D
+    (:func:`latentdiv.functional.distances_cvm`)."""
+
+    two_sample = False
+    weighted = False
+
+    def _value(self, x, y, a, b):
+        return F.distances_cvm(x)
+
+
+class CoordinatesCvMLoss(_SampleLoss):
+    r"""Cramer-von Mises W^2 of each coordinate against N(0, 1), averaged over coordinates
+    (:func:`latentdiv.functional.coordinates_cvm`)."""
+
+    two_sample = False
+    weighted = False
+
+    def _value(self, x, y, a, b):
+        return F.coordinates_cvm(x)
