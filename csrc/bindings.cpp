@@ -14,6 +14,11 @@
 namespace py = pybind11;
 using namespace latentdiv;
 
+namespace latentdiv {
+// cuda_emulation.cpp: the host emulation of the CUDA schedule (emulate_cuda_*), built in every build.
+void register_cuda_emulation(py::module_& m);
+}  // namespace latentdiv
+
 namespace {
 
 constexpr int kDeviceCpu = 0;
@@ -176,6 +181,7 @@ PYBIND11_MODULE(_C, m) {
       },
       py::arg("n"), py::arg("m"), py::arg("d"), py::arg("mode"));
 #endif
+  register_cuda_emulation(m);
   m.def("build_info", &build_info);
   m.attr("STATUS_OK") = static_cast<int>(kOk);
   m.attr("STATUS_BAD_ARGUMENT") = static_cast<int>(kBadArgument);

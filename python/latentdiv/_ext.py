@@ -9,6 +9,7 @@ The CPU instruction-set variant is read from ``LATENTDIV_ISA`` (``auto`` | ``bas
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
 from typing import Any, Dict, Optional
@@ -121,6 +122,15 @@ def stream_handle(t: torch.Tensor) -> int:
     return 0
 
 
+def device_guard(t: torch.Tensor):
+    """Make t's GPU the current CUDA device for a launch (a no-op context on CPU). The kernels run on
+    the calling thread's current device and on t's device's stream: for a tensor on cuda:1 while
+    cuda:0 is current, the launch would otherwise fail or touch the wrong device."""
+    if t.device.type == "cuda":
+        return torch.cuda.device(t.device)
+    return contextlib.nullcontext()
+
+
 def dtype_code(t: torch.Tensor) -> int:
     if t.dtype == torch.float32:
         return 0
@@ -138,7 +148,10 @@ def check_status(status: int, what: str) -> None:
         3: "unsupported (ISA variant not available on this CPU, or CUDA not built)",
         4: "CUDA error",
     }
-    raise RuntimeError(f"latentdiv engine: {what} failed: {names.get(status, f'status {status}')}")
+    detail = ""
+    if status == 4 and _C is not None and hasattr(_C, "cuda_last_error"):
+        detail = f" ({_C.cuda_last_error()})"
+    raise RuntimeError(f"latentdiv engine: {what} failed: {names.get(status, f'status {status}')}{detail}")
 
 
 def backend_info() -> Dict[str, Any]:

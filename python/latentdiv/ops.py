@@ -47,16 +47,19 @@ def _launch_pair(
     m = other.shape[0]
     workspace = None
     if x.device.type == "cuda":
+        # Per-block partial totals (VALUE); allocated by torch's caching allocator on the current stream,
+        # so it is not reused before our kernels on that stream are done with it.
         nbytes = int(_ext._C.pair_reduce_cuda_workspace_bytes(n, m, d, mode))
         workspace = torch.empty(max(nbytes, 1), dtype=torch.uint8, device=x.device)
-    status = _ext._C.pair_reduce(
-        device=_ext.device_code(x), isa=_ext.isa_code(), mode=mode, dtype=_ext.dtype_code(x),
-        x=x.data_ptr(), y=other.data_ptr(), wx=_ptr(wx), wy=_ptr(wy),
-        out_rows=_ptr(out_rows), out_total=_ptr(out_total), out_grad=_ptr(out_grad), workspace=_ptr(workspace),
-        n=n, m=m, d=d, self_pairs=self_pairs, exclude_diagonal=exclude_diagonal,
-        num_threads=torch.get_num_threads(), kernel=kernel, params=list(params),
-        stream=_ext.stream_handle(x),
-    )
+    with _ext.device_guard(x):
+        status = _ext._C.pair_reduce(
+            device=_ext.device_code(x), isa=_ext.isa_code(), mode=mode, dtype=_ext.dtype_code(x),
+            x=x.data_ptr(), y=other.data_ptr(), wx=_ptr(wx), wy=_ptr(wy),
+            out_rows=_ptr(out_rows), out_total=_ptr(out_total), out_grad=_ptr(out_grad), workspace=_ptr(workspace),
+            n=n, m=m, d=d, self_pairs=self_pairs, exclude_diagonal=exclude_diagonal,
+            num_threads=torch.get_num_threads(), kernel=kernel, params=list(params),
+            stream=_ext.stream_handle(x),
+        )
     _ext.check_status(status, "pair_reduce")
 
 
@@ -176,10 +179,11 @@ def _launch_pdist(x: Tensor, out: Tensor, grad_out: Optional[Tensor] = None, dis
     n, d = x.shape
     common = dict(device=_ext.device_code(x), isa=_ext.isa_code(), dtype=_ext.dtype_code(x), x=x.data_ptr(),
                   out=out.data_ptr(), n=n, d=d, num_threads=torch.get_num_threads(), stream=_ext.stream_handle(x))
-    if grad_out is None:
-        status = _ext._C.pdist(**common)
-    else:
-        status = _ext._C.pdist_backward(grad_out=grad_out.data_ptr(), dist=dist.data_ptr(), **common)
+    with _ext.device_guard(x):
+        if grad_out is None:
+            status = _ext._C.pdist(**common)
+        else:
+            status = _ext._C.pdist_backward(grad_out=grad_out.data_ptr(), dist=dist.data_ptr(), **common)
     _ext.check_status(status, "pdist")
 
 

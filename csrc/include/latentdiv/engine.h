@@ -47,6 +47,8 @@ Status pair_reduce_cuda(const PairArgs& args, void* stream);
 std::size_t pair_reduce_cuda_workspace_bytes(const PairArgs& args);
 Status pdist_cuda(const PdistArgs& args, void* stream);
 Status pdist_backward_cuda(const PdistArgs& args, void* stream);
+// "cudaErrorName: message" of the last failed launch on this thread (after a kCudaError), or "".
+const char* cuda_last_error_message();
 #endif
 
 }  // namespace latentdiv

@@ -1,0 +1,247 @@
+// Host emulation of the CUDA schedule: runs the block programs of csrc/cuda/schedule.h (the same
+// header, the same index arithmetic, tiling, tail handling and reduction order as the __global__
+// kernels) on the CPU, block after block, with shared memory as host arrays and __syncthreads() as
+// phase boundaries. Compiled into every build (with or without nvcc), so the CUDA schedule is tested
+// on machines without a GPU (tests/test_cuda.py). Not a performance path.
+//
+// Barrier checking: HostExec defers the lambdas of each() until the next sync() and then runs the
+// phase thread by thread (forward or reverse thread order), a legal interleaving of a real block.
+// Shared memory starts as NaN, so a missing __syncthreads() makes a thread read an unwritten tile
+// entry (or the previous tile's) and the comparison with the reference fails.
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cstdint>
+#include <functional>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "cuda/schedule.h"
+#include "latentdiv/engine.h"
+#include "latentdiv/kernels.h"
+
+namespace py = pybind11;
+
+namespace latentdiv {
+namespace {
+
+namespace cs = cuda_schedule;
+
+template <int kThreads>
+class HostExec {
+ public:
+  template <class R, int N>
+  struct PerThread {
+    static_assert(N == kThreads, "a block program's per-thread state must match the block size");
+    std::vector<R> r = std::vector<R>(N);
+    R& operator[](int t) { return r[static_cast<std::size_t>(t)]; }
+  };
+
+  explicit HostExec(bool reverse) : reverse_(reverse) {}
+
+  template <class F>
+  void each(F f) {
+    phase_.emplace_back([f](int t) { f(t); });
+  }
+  template <class R, int N, class F>
+  void each(PerThread<R, N>& regs, F f) {
+    phase_.emplace_back([&regs, f](int t) { f(t, regs[t]); });
+  }
+  void sync() { run_phase(); }
+  void finish() { run_phase(); }
+
+ private:
+  void run_phase() {
+    for (int q = 0; q < kThreads; ++q) {
+      const int t = reverse_ ? kThreads - 1 - q : q;
+      for (auto& fn : phase_) fn(t);
+    }
+    phase_.clear();
+  }
+  bool reverse_;
+  std::vector<std::function<void(int)>> phase_;
+};
+
+template <class T>
+std::vector<T> poisoned(std::size_t count) {
+  return std::vector<T>(count, std::numeric_limits<T>::quiet_NaN());
+}
+
+template <class K, class T>
+Status emulate_pair(const PairArgs& a, bool reverse) {
+  const index_t blocks = cs::pair_grid_blocks(a.n);
+  if (a.mode == static_cast<std::int32_t>(Mode::kValue)) {
+    double* partials = static_cast<double*>(a.workspace);  // [blocks]
+    for (index_t b = 0; b < blocks; ++b) {
+      auto tile = poisoned<T>(cs::kTileElems);
+      auto red = poisoned<double>(cs::kBlock);
+      HostExec<cs::kBlock> ex(reverse);
+      cs::pair_value_block<K, T>(ex, a, b, tile.data(), red.data(), partials);
+    }
+    auto red = poisoned<double>(cs::kReduceThreads);
+    HostExec<cs::kReduceThreads> ex(reverse);
+    cs::reduce_partials_block(ex, partials, blocks, red.data(), a.out_total);
+    return kOk;
+  }
+  for (index_t b = 0; b < blocks; ++b) {
+    auto tile = poisoned<T>(cs::kTileElems);
+    HostExec<cs::kBlock> ex(reverse);
+    cs::pair_grad_block<K, T>(ex, a, b, tile.data());
+  }
+  return kOk;
+}
+
+template <class T>
+Status emulate_pair_dispatch(const PairArgs& a, bool reverse) {
+  switch (static_cast<KernelId>(a.kernel.kernel)) {
+#define LD_CASE(Functor, Id) \
+  case Id:                   \
+    return emulate_pair<Functor, T>(a, reverse);
+    LATENTDIV_FOR_EACH_KERNEL(LD_CASE)
+#undef LD_CASE
+  }
+  return kUnknownKernel;
+}
+
+// The same checks and special cases as pair_reduce_cuda (pair_reduce_cuda.cu), plus the workspace
+// size the caller claims to have allocated.
+Status emulate_pair_reduce(const PairArgs& a, std::size_t workspace_bytes, bool reverse) {
+  const Status s = validate(a);
+  if (s != kOk) return s;
+  if (a.mode == static_cast<std::int32_t>(Mode::kValue) && a.n > 0 && a.workspace == nullptr) return kBadArgument;
+  if (workspace_bytes < cs::pair_workspace_bytes(a.n, a.mode)) return kBadArgument;
+  return a.dtype == static_cast<std::int32_t>(DType::kFloat32) ? emulate_pair_dispatch<float>(a, reverse)
+                                                               : emulate_pair_dispatch<double>(a, reverse);
+}
+
+template <class T>
+void emulate_pdist_typed(const PdistArgs& a, bool reverse) {
+  if (a.n < 2) return;
+  const index_t gx = cs::pdist_grid_cols(a.n), gy = cs::pdist_grid_rows(a.n);
+  for (index_t by = 0; by < gy; ++by) {
+    for (index_t bx = 0; bx < gx; ++bx) {
+      auto tile = poisoned<T>(cs::kTileElems);
+      HostExec<cs::kBlock> ex(reverse);
+      cs::pdist_block<T>(ex, a, by, bx, tile.data());
+    }
+  }
+}
+
+template <class T>
+void emulate_pdist_backward_typed(const PdistArgs& a, bool reverse) {
+  const index_t blocks = cs::pair_grid_blocks(a.n);
+  for (index_t b = 0; b < blocks; ++b) {
+    auto tile = poisoned<T>(cs::kTileElems);
+    HostExec<cs::kBlock> ex(reverse);
+    cs::pdist_backward_block<T>(ex, a, b, tile.data());
+  }
+}
+
+int py_emulate_pair_reduce(int mode, int dtype, std::uintptr_t x,  // [n, d]
+                           std::uintptr_t y,                        // [m, d]
+                           std::uintptr_t wx,                       // [n] or 0
+                           std::uintptr_t wy,                       // [m] or 0
+                           std::uintptr_t out_rows,                 // [n] double
+                           std::uintptr_t out_total,                // [1] double
+                           std::uintptr_t out_grad,                 // [n, d]
+                           std::uintptr_t workspace,                // [workspace_bytes] or 0
+                           std::size_t workspace_bytes, std::int64_t n, std::int64_t m, std::int64_t d,
+                           bool self_pairs, bool exclude_diagonal, int kernel, const std::vector<double>& params,
+                           bool reverse_threads) {
+  if (params.size() > static_cast<std::size_t>(kMaxKernelParams)) {
+    throw py::value_error("kernel params: at most " + std::to_string(kMaxKernelParams) + " values");
+  }
+  PairArgs a{};
+  a.x = reinterpret_cast<const void*>(x);
+  a.y = reinterpret_cast<const void*>(y);
+  a.wx = reinterpret_cast<const void*>(wx);
+  a.wy = reinterpret_cast<const void*>(wy);
+  a.out_rows = reinterpret_cast<double*>(out_rows);
+  a.out_total = reinterpret_cast<double*>(out_total);
+  a.out_grad = reinterpret_cast<void*>(out_grad);
+  a.workspace = reinterpret_cast<void*>(workspace);
+  a.n = n;
+  a.m = m;
+  a.d = d;
+  a.dtype = dtype;
+  a.mode = mode;
+  a.self_pairs = self_pairs ? 1 : 0;
+  a.exclude_diagonal = exclude_diagonal ? 1 : 0;
+  a.num_threads = 1;
+  a.kernel.kernel = kernel;
+  a.kernel.n_params = static_cast<std::int32_t>(params.size());
+  for (std::size_t i = 0; i < params.size(); ++i) a.kernel.params[i] = params[i];
+  py::gil_scoped_release release;
+  return emulate_pair_reduce(a, workspace_bytes, reverse_threads);
+}
+
+int py_emulate_pdist(bool backward, int dtype, std::uintptr_t x,  // [n, d]
+                     std::uintptr_t grad_out,                     // [n(n-1)/2] or 0
+                     std::uintptr_t dist,                         // [n(n-1)/2] or 0
+                     std::uintptr_t out,                          // forward [n(n-1)/2], backward [n, d]
+                     std::int64_t n, std::int64_t d, bool reverse_threads) {
+  PdistArgs a{};
+  a.x = reinterpret_cast<const void*>(x);
+  a.grad_out = reinterpret_cast<const void*>(grad_out);
+  a.dist = reinterpret_cast<const void*>(dist);
+  a.out = reinterpret_cast<void*>(out);
+  a.n = n;
+  a.d = d;
+  a.dtype = dtype;
+  a.num_threads = 1;
+  py::gil_scoped_release release;
+  const Status s = validate(a, backward);
+  if (s != kOk) return s;
+  const bool f32 = dtype == static_cast<std::int32_t>(DType::kFloat32);
+  if (backward) {
+    if (f32) emulate_pdist_backward_typed<float>(a, reverse_threads);
+    else emulate_pdist_backward_typed<double>(a, reverse_threads);
+  } else {
+    if (f32) emulate_pdist_typed<float>(a, reverse_threads);
+    else emulate_pdist_typed<double>(a, reverse_threads);
+  }
+  return kOk;
+}
+
+}  // namespace
+
+// Called from PYBIND11_MODULE in bindings.cpp.
+void register_cuda_emulation(py::module_& m) {
+  m.def("emulate_cuda_pair_reduce", &py_emulate_pair_reduce, py::arg("mode"), py::arg("dtype"), py::arg("x"),
+        py::arg("y"), py::arg("wx"), py::arg("wy"), py::arg("out_rows"), py::arg("out_total"), py::arg("out_grad"),
+        py::arg("workspace"), py::arg("workspace_bytes"), py::arg("n"), py::arg("m"), py::arg("d"),
+        py::arg("self_pairs"), py::arg("exclude_diagonal"), py::arg("kernel"), py::arg("params"),
+        py::arg("reverse_threads") = false,
+        "Run the CUDA schedule's block programs on the host (testing only; host pointers).");
+  m.def(
+      "emulate_cuda_pdist",
+      [](int dtype, std::uintptr_t x, std::uintptr_t out, std::int64_t n, std::int64_t d, bool reverse_threads) {
+        return py_emulate_pdist(false, dtype, x, 0, 0, out, n, d, reverse_threads);
+      },
+      py::arg("dtype"), py::arg("x"), py::arg("out"), py::arg("n"), py::arg("d"), py::arg("reverse_threads") = false);
+  m.def(
+      "emulate_cuda_pdist_backward",
+      [](int dtype, std::uintptr_t x, std::uintptr_t grad_out, std::uintptr_t dist, std::uintptr_t out, std::int64_t n,
+         std::int64_t d, bool reverse_threads) {
+        return py_emulate_pdist(true, dtype, x, grad_out, dist, out, n, d, reverse_threads);
+      },
+      py::arg("dtype"), py::arg("x"), py::arg("grad_out"), py::arg("dist"), py::arg("out"), py::arg("n"),
+      py::arg("d"), py::arg("reverse_threads") = false);
+  m.def(
+      "emulate_cuda_workspace_bytes",
+      [](std::int64_t n, int mode) { return cs::pair_workspace_bytes(n, mode); }, py::arg("n"), py::arg("mode"),
+      "Workspace bytes of the CUDA schedule (the function pair_reduce_cuda_workspace_bytes uses).");
+  py::dict info;
+  info["block"] = cs::kBlock;
+  info["tile_cols"] = cs::kTileCols;
+  info["dim_chunk"] = cs::kDimChunk;
+  info["reduce_threads"] = cs::kReduceThreads;
+  m.attr("CUDA_SCHEDULE") = info;
+#if defined(LATENTDIV_WITH_CUDA)
+  m.def("cuda_last_error", []() { return std::string(cuda_last_error_message()); },
+        "Name and message of the last failed CUDA launch on this thread ('' if none).");
+#endif
+}
+
+}  // namespace latentdiv
