@@ -212,7 +212,7 @@ def test_results_are_scipy_like():
     stat, p = res
     assert (stat, p) == (res.statistic, res.pvalue)
     assert res.method == "Henze-Zirkler" and res.target == "standard" and res.null == "monte carlo"
-    assert res.n_resamples == 19 and res.details["beta"] == pytest.approx(1 / math.sqrt(3))
+    assert res.n_resamples == 19 and res.details["beta"] == pytest.approx(stats.HZ_BETA_SCALE / math.sqrt(3))
     assert 1 / 20 <= p <= 1
     m = stats.mardia(z, n_resamples=19)
     assert m.pvalue == min(1.0, 2 * min(m.skewness.pvalue, m.kurtosis.pvalue))

@@ -109,11 +109,12 @@ def mardia(z, *, target: str = "standard", null: str = "auto", n_resamples: int 
 # ---------------------------------------------------------------------------------------------------
 # Henze-Zirkler
 # ---------------------------------------------------------------------------------------------------
-# Default beta = HZ_BETA_SCALE / sqrt(D): the Gaussian kernel exp(-beta^2 r^2 / 2) then sees pair
-# distances r^2 ~ 2D at exp(-HZ_BETA_SCALE^2), an O(1) value for every D (the classical beta makes it
-# exp(-O(D^{1 - 2/(D+4)}) n^{...}) ~ e^-42 at D = 64: HZ == 1 for every law). The constant is chosen by
-# the power experiment in docs/stats.md (benchmarks/power_study.py --hz-beta-scan).
-HZ_BETA_SCALE = 1.0
+# Default beta = HZ_BETA_SCALE / sqrt(D): the kernel exp(-beta^2 r^2 / 2) then weighs typical pair
+# distances (r^2 ~ 2D) by exp(-HZ_BETA_SCALE^2) whatever D is, whereas the classical beta gives ~e^-42 at
+# D = 64 (HZ == 1 for every law). 3 won the power scan over {0.5, 1, 2, 3, 4, 6} at n = 256, D = 8 and
+# 64 (docs/stats.md; benchmarks/power_study.py --hz-beta-scan): near the classical beta's power at D = 8,
+# far above it at D = 64.
+HZ_BETA_SCALE = 3.0
 
 
 def classical_beta(n: int, d: int) -> float:
