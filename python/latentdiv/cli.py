@@ -100,7 +100,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     demo.add_argument("--torch-n", type=int, default=8192, help="points for the plain torch comparison (default 8192)")
     demo.add_argument("--seed", type=int, default=0)
     sub.add_parser("info", help="print backend_info() as JSON")
+    from . import cli_check  # `latentdiv check`: normality tests (latentdiv.stats)
+
+    cli_check.add_check_parser(sub)
     args = parser.parse_args(argv)
+    if args.command == "check":
+        return cli_check.run_check(args)
     if args.command in (None, "demo"):
         if args.command is None:
             args = demo.parse_args([])

@@ -1,0 +1,46 @@
+"""Normality tests for latent codes: is Z (n x D) a sample of N(0, I) (target="standard") or of some
+Gaussian (target="estimated")? See docs/stats.md.
+
+Tests: :func:`mardia`, :func:`henze_zirkler`, :func:`energy_test`, and EDF tests (Cramer-von Mises,
+Kolmogorov-Smirnov, Anderson-Darling) on radii (:func:`radii_test`), pairwise distances
+(:func:`distance_test`), random projections (:func:`projection_test`) and coordinates
+(:func:`coordinate_test`); :func:`normality_report` runs them all with Holm's correction.
+"""
+
+from __future__ import annotations
+
+from ._battery import (
+    HZ_BETA_SCALE,
+    classical_beta,
+    coordinate_test,
+    default_beta,
+    distance_test,
+    energy_test,
+    henze_zirkler,
+    mardia,
+    projection_test,
+    radii_test,
+)
+from ._common import MIN_SAMPLES, MardiaResult, NormalityTestResult, clear_null_cache, null_cache_info
+from .report import NormalityReport, holm, normality_report
+
+__all__ = [
+    "HZ_BETA_SCALE",
+    "MIN_SAMPLES",
+    "MardiaResult",
+    "NormalityReport",
+    "NormalityTestResult",
+    "classical_beta",
+    "clear_null_cache",
+    "coordinate_test",
+    "default_beta",
+    "distance_test",
+    "energy_test",
+    "henze_zirkler",
+    "holm",
+    "mardia",
+    "normality_report",
+    "null_cache_info",
+    "projection_test",
+    "radii_test",
+]
