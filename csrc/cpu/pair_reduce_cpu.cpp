@@ -240,9 +240,9 @@ void pack(Packed<T>& P, const T* src,         // [rows, d]
 
 // ---- micro-kernels ----------------------------------------------------------------------------------
 // Dot products of kMR shifted rows with one panel of kNR shifted columns, then r2 into R [kMR][kNR].
-// Returns true if some entry fell below the direct-difference threshold.
+// Returns a bit mask of the rows with an entry below the direct-difference threshold.
 template <class T>
-bool r2_tile(const Packed<T>& X, index_t i0, const Packed<T>& Y, index_t j0, T* R) {
+unsigned r2_tile(const Packed<T>& X, index_t i0, const Packed<T>& Y, index_t j0, T* R) {
   constexpr int L = lanes<T>();
   constexpr int NR = panel_cols<T>();
   const index_t d = X.d, dp = X.dp;
@@ -264,7 +264,7 @@ bool r2_tile(const Packed<T>& X, index_t i0, const Packed<T>& Y, index_t j0, T* 
   }
   const T* nx = X.norms.get() + i0;
   const T* ny = Y.norms.get() + j0;
-  bool any_small = false;
+  unsigned small_rows = 0;
   for (int r = 0; r < kMR; ++r) {
     T dots[NR];
     std::memcpy(dots, &acc0[r], sizeof(T) * L);
@@ -279,18 +279,19 @@ bool r2_tile(const Packed<T>& X, index_t i0, const Packed<T>& Y, index_t j0, T* 
       v = v < T(0) ? T(0) : v;  // NaN compares false and propagates
       R[r * NR + c] = v;
     }
-    any_small = any_small || small != 0;
+    small_rows |= (small != 0 ? 1u : 0u) << r;
   }
-  return any_small;
+  return small_rows;
 }
 
 // Entries of R below the threshold: recompute r2 from direct differences of the unshifted inputs.
 template <class T>
-void r2_fix(const Packed<T>& X, index_t i0, const Packed<T>& Y, index_t j0, T* R) {
+void r2_fix(const Packed<T>& X, index_t i0, const Packed<T>& Y, index_t j0, T* R, unsigned rows_mask) {
   constexpr int NR = panel_cols<T>();
   const T* nx = X.norms.get() + i0;
   const T* ny = Y.norms.get() + j0;
   for (int r = 0; r < kMR && i0 + r < X.rows; ++r) {
+    if (((rows_mask >> r) & 1u) == 0) continue;
     for (int c = 0; c < NR && j0 + c < Y.rows; ++c) {
       const T nn = nx[r] + ny[c];
       if (R[r * NR + c] < T(kDirectBelow) * nn || R[r * NR + c] == T(0)) {
@@ -443,7 +444,7 @@ void pair_reduce_impl(const PairArgs& a) {
       std::fill(acc, acc + kMR * NR, 0.0);
       std::fill(G.begin(), G.end(), 0.0);
       for (index_t j0 = 0; j0 < m; j0 += NR) {
-        if (r2_tile(X, i0, Y, j0, R)) r2_fix(X, i0, Y, j0, R);
+        if (const unsigned mask = r2_tile(X, i0, Y, j0, R)) r2_fix(X, i0, Y, j0, R, mask);
         eval_tile<K>(p, R, F, DF, kMR * NR);
         const T* w = Y.weights.get() + j0;  // [kNR], 0 on padding columns
         const bool diag_tile = self && i0 < j0 + NR && j0 < i0 + kMR;
@@ -541,7 +542,7 @@ void pdist_forward(const PdistArgs& a) {
     for (index_t b = 0; b < blocks; ++b) {
       const index_t i0 = b * kMR;
       for (index_t j0 = (i0 + 1) / NR * NR; j0 < n; j0 += NR) {
-        if (r2_tile(X, i0, X, j0, R)) r2_fix(X, i0, X, j0, R);
+        if (const unsigned mask = r2_tile(X, i0, X, j0, R)) r2_fix(X, i0, X, j0, R, mask);
 #pragma omp simd
         for (int e = 0; e < kMR * NR; ++e) D[e] = ld_sqrt(R[e]);
         for (int r = 0; r < kMR && i0 + r < n; ++r) {
