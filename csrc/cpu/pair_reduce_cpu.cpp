@@ -2,11 +2,49 @@
 // (CMakeLists.txt sets LD_ISA_NS and the -m flags), so it must not define anything outside that
 // namespace.
 //
-// Determinism: row i is always reduced by one thread, over j in increasing order, into a double
-// accumulator; the total is then summed over rows serially. The bits therefore do not depend on the
-// thread count or on the OpenMP schedule.
+// Shape of the computation (GEMM-like, compute-bound; nothing n x m is ever stored):
+//   pack     x, y shifted by a common centre s (distances do not change; the dot-product form below
+//            cancels far less when the data are not centred) into aligned, zero-padded buffers:
+//            xs [n_pad, dp] row-major, yt = y^T in panels of kNR columns [m_pad / kNR, d, kNR], and for
+//            GRAD ys [m_pad, dp] row-major; squared norms in T.
+//   per block of kMR rows, per panel of kNR columns:
+//     1. dot micro-kernel: kMR x kNR dot products held in vector registers (broadcast x, load y^T);
+//     2. r2 = |x|^2 + |y|^2 - 2 x.y, clamped at 0. Where r2 < kDirectBelow (|x|^2 + |y|^2), i.e. where
+//        the cancellation of the dot form could matter (near-duplicates, the diagonal of self pairs),
+//        r2 is recomputed from direct differences of the unshifted inputs: exact duplicates give
+//        r2 = 0 exactly, and sqrt-based kernels (energy, laplacian) stay accurate at small r;
+//     3. the functor over the tile (generic: a loop over the tile calling K::eval under omp simd);
+//     4. VALUE: row sums in double. GRAD: c_ij = 2 w_j f'(r2_ij); sum_j c_ij (x_i - y_j) =
+//        x_i sum_j c_ij - sum_j c_ij y_j, the second term a (kMR x kNR) x (kNR x dp) GEMM micro-kernel
+//        accumulated in T over one panel, then added to double accumulators; the first term's sum in
+//        double. Shifted coordinates keep both terms of the difference small.
+//
+// Determinism: row i is reduced by one thread, panel after panel in increasing j, each panel
+// through the same arithmetic whatever block row i sits in (rows never interact; padding rows and
+// columns are computed and discarded / weighted by 0), and the final per-row reduction of the
+// double lane accumulators is in a fixed order. The bits therefore do not depend on the thread
+// count or on the OpenMP schedule. The total is summed over rows serially.
+//
+// Accuracy (float32; tests/test_isa.py against float64): r2 from the dot form has an absolute error
+// ~ eps (|x|^2 + |y|^2); the direct-difference fallback bounds its relative error by
+// ~ eps / kDirectBelow. Kernel math: host_math.h (<= 2 ulp). Sums over pairs: double, except the GEMM
+// part of GRAD, summed in T over kNR terms before entering double (relative error ~ kNR eps of the
+// panel's magnitude, below plain torch's float32 error).
+// GCC will not if-convert a conditional floating-point division (Energy's `r > 0 ? -0.5 / r : 0`)
+// inside a vectorized loop while it assumes FP operations may trap. We never unmask FP exceptions,
+// so telling it they do not trap changes no result (unlike -ffast-math, which we refuse). Must come
+// before the includes so that it applies to the functors' inline definitions.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("no-trapping-math")
+#endif
+
 #include <algorithm>
 #include <cmath>
+#include <cstddef>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <new>
 #include <vector>
 
 #include "latentdiv/engine.h"
@@ -24,17 +62,115 @@ namespace latentdiv {
 namespace LD_ISA_NS {
 namespace {
 
-// Columns evaluated per batch: r2 for a tile, then the functor over the tile, then the reduction,
-// so each phase is a simple loop the compiler can vectorize.
-constexpr index_t kColTile = 64;
+// ---- vector width of this variant --------------------------------------------------------------
+#if defined(__AVX512F__)
+constexpr int kVecBytes = 64;
+constexpr int kMR = 8;  // 32 vector registers: 8 x 2 dot accumulators, 8 x 2 GEMM accumulators
+#elif defined(__AVX__)
+constexpr int kVecBytes = 32;
+constexpr int kMR = 6;  // 16 vector registers
+#else
+constexpr int kVecBytes = 16;
+constexpr int kMR = 6;
+#endif
+constexpr std::size_t kAlign = 64;
+
+#if defined(__GNUC__) || defined(__clang__)
+// GCC/Clang vector extensions: one source for SSE2 / AVX2 / AVX-512 / NEON; the compiler picks the
+// instructions (and contracts a * b + c into FMA where the variant has it).
+template <class T>
+struct Vec;
+template <>
+struct Vec<float> {
+  typedef float type __attribute__((vector_size(kVecBytes)));
+};
+template <>
+struct Vec<double> {
+  typedef double type __attribute__((vector_size(kVecBytes)));
+};
+template <class T>
+using V = typename Vec<T>::type;
+template <class T>
+inline V<T> vload(const T* p) {  // p aligned to kVecBytes
+  return *reinterpret_cast<const V<T>*>(p);
+}
+template <class T>
+inline V<T> vbroadcast(T s) {
+  return V<T>{} + s;  // GCC/Clang: scalar operand broadcast
+}
+#else
+// Portable fallback (e.g. MSVC): a plain array with the few operators used; the compiler may or may
+// not vectorize it, the results are the same arithmetic.
+template <class T>
+struct V {
+  T v[kVecBytes / sizeof(T)];
+  V& operator+=(const V& o) {
+    for (std::size_t l = 0; l < kVecBytes / sizeof(T); ++l) v[l] += o.v[l];
+    return *this;
+  }
+  friend V operator*(const V& a, const V& b) {
+    V r;
+    for (std::size_t l = 0; l < kVecBytes / sizeof(T); ++l) r.v[l] = a.v[l] * b.v[l];
+    return r;
+  }
+  T operator[](std::size_t l) const { return v[l]; }
+};
+template <class T>
+inline V<T> vload(const T* p) {
+  V<T> r;
+  std::memcpy(r.v, p, sizeof r.v);
+  return r;
+}
+template <class T>
+inline V<T> vbroadcast(T s) {
+  V<T> r;
+  for (auto& e : r.v) e = s;
+  return r;
+}
+#endif
+
+template <class T>
+constexpr int lanes() {
+  return kVecBytes / static_cast<int>(sizeof(T));
+}
+template <class T>
+constexpr int panel_cols() {  // kNR: two vectors of columns per panel
+  return 2 * lanes<T>();
+}
+
+// Below this fraction of |x|^2 + |y|^2, r2 is recomputed from direct differences (see the header).
+constexpr double kDirectBelow = 1.0 / 8.0;
 
 int thread_count(std::int32_t requested) { return requested > 0 ? requested : 1; }
+
+index_t round_up(index_t v, index_t to) { return (v + to - 1) / to * to; }
+
+// Rows of a packed copy read both as a row block (multiples of kMR) and as column panels (kNR).
+template <class T>
+index_t pad_rows(index_t n) {
+  return std::max(round_up(n, kMR), round_up(n, panel_cols<T>()));
+}
+
+// Aligned, zero-initialised scratch buffer (O(n d): packed copies of the inputs).
+template <class T>
+struct Buffer {
+  struct Free {
+    void operator()(T* p) const { ::operator delete[](p, std::align_val_t(kAlign)); }
+  };
+  std::unique_ptr<T[], Free> p;
+  explicit Buffer(index_t count) {
+    const std::size_t c = static_cast<std::size_t>(std::max<index_t>(count, 1));
+    p.reset(static_cast<T*>(::operator new[](c * sizeof(T), std::align_val_t(kAlign))));
+    std::memset(static_cast<void*>(p.get()), 0, c * sizeof(T));
+  }
+  T* get() const { return p.get(); }
+};
 
 template <class T>
 T squared_distance(const T* xi,  // [d]
                    const T* yj,  // [d]
                    index_t d) {
-  // Direct differences, not |x|^2 + |y|^2 - 2 x.y: exact zeros for duplicates, no cancellation.
+  // Direct differences: exact zeros for duplicates, relative accuracy for near-duplicates.
   T acc = T(0);
   for (index_t k = 0; k < d; ++k) {
     const T diff = xi[k] - yj[k];
@@ -43,136 +179,438 @@ T squared_distance(const T* xi,  // [d]
   return acc;
 }
 
-template <class K, class T>
-void value_rows(const PairArgs& a) {
-  const T* x = static_cast<const T*>(a.x);    // [n, d]
-  const T* y = static_cast<const T*>(a.y);    // [m, d]
-  const T* wy = static_cast<const T*>(a.wy);  // [m] or nullptr
-  double* rows = a.out_rows;                  // [n]
-  const index_t n = a.n, m = a.m, d = a.d;
-  const bool skip_diag = a.exclude_diagonal != 0;
-  const KernelParams p = a.kernel;
+// ---- packing --------------------------------------------------------------------------------------
+template <class T>
+struct Packed {
+  index_t rows = 0, rows_pad = 0, d = 0, dp = 0;
+  bool has_panels = false;
+  const T* src = nullptr;  // [rows, d] the caller's (unshifted) points
+  Buffer<T> rowmajor;      // [rows_pad, dp] shifted, zero padding
+  Buffer<T> panels;        // [rows_pad / kNR, d, kNR] shifted, transposed by panel (empty if unused)
+  Buffer<T> norms;         // [rows_pad] |shifted row|^2
+  Buffer<T> weights;       // [rows_pad] w_j (1 without weights), 0 on padding
+  Packed(index_t r, index_t rp, index_t dd, bool with_panels)
+      : rows(r), rows_pad(rp), d(dd), dp(round_up(dd, lanes<T>())), has_panels(with_panels), rowmajor(rp * round_up(dd, lanes<T>())),
+        panels(with_panels ? rp * dd : 1), norms(rp), weights(rp) {}
+};
 
-#pragma omp parallel for schedule(static) num_threads(thread_count(a.num_threads))
-  for (index_t i = 0; i < n; ++i) {
-    const T* xi = x + i * d;
-    T r2[kColTile], f[kColTile], df[kColTile];
-    double acc = 0.0;
-    for (index_t j0 = 0; j0 < m; j0 += kColTile) {
-      const index_t cols = std::min(kColTile, m - j0);
-      for (index_t c = 0; c < cols; ++c) r2[c] = squared_distance(xi, y + (j0 + c) * d, d);
-      for (index_t c = 0; c < cols; ++c) K::eval(p, r2[c], f[c], df[c]);
-      if (skip_diag && i >= j0 && i < j0 + cols) f[i - j0] = T(0);
-      if (wy != nullptr) {
-        for (index_t c = 0; c < cols; ++c) acc += static_cast<double>(wy[j0 + c]) * static_cast<double>(f[c]);
-      } else {
-        for (index_t c = 0; c < cols; ++c) acc += static_cast<double>(f[c]);
-      }
-    }
-    rows[i] = acc;
-  }
-
-  const T* wx = static_cast<const T*>(a.wx);  // [n] or nullptr
-  double total = 0.0;
-  for (index_t i = 0; i < n; ++i) total += wx != nullptr ? static_cast<double>(wx[i]) * rows[i] : rows[i];
-  *a.out_total = total;
+// The common centre: the mean of the rows of a (and b), in double, rounded to T.
+template <class T>
+std::vector<T> centre(const T* a, index_t na,  // [na, d]
+                      const T* b, index_t nb,  // [nb, d] or nullptr
+                      index_t d) {
+  std::vector<double> acc(static_cast<std::size_t>(d), 0.0);
+  for (index_t i = 0; i < na; ++i)
+    for (index_t k = 0; k < d; ++k) acc[k] += static_cast<double>(a[i * d + k]);
+  if (b != nullptr)
+    for (index_t i = 0; i < nb; ++i)
+      for (index_t k = 0; k < d; ++k) acc[k] += static_cast<double>(b[i * d + k]);
+  const double count = static_cast<double>(na + (b != nullptr ? nb : 0));
+  std::vector<T> s(static_cast<std::size_t>(d));
+  for (index_t k = 0; k < d; ++k) s[k] = count > 0 ? static_cast<T>(acc[k] / count) : T(0);
+  return s;
 }
 
+template <class T>
+void pack(Packed<T>& P, const T* src,         // [rows, d]
+          const T* w,                          // [rows] or nullptr
+          const std::vector<T>& s,             // [d] centre
+          int threads) {
+  constexpr int NR = panel_cols<T>();
+  P.src = src;
+  const index_t d = P.d, dp = P.dp, rows = P.rows;
+  T* rm = P.rowmajor.get();
+  T* pn = P.panels.get();
+  T* nrm = P.norms.get();
+  T* wt = P.weights.get();
+  const bool with_panels = P.has_panels;
+#pragma omp parallel for schedule(static) num_threads(threads)
+  for (index_t i = 0; i < rows; ++i) {
+    double n2 = 0.0;
+    for (index_t k = 0; k < d; ++k) {
+      const T v = src[i * d + k] - s[k];
+      rm[i * dp + k] = v;
+      n2 += static_cast<double>(v) * static_cast<double>(v);
+      if (with_panels) pn[(i / NR) * d * NR + k * NR + (i % NR)] = v;
+    }
+    nrm[i] = static_cast<T>(n2);
+    wt[i] = w != nullptr ? w[i] : T(1);
+  }
+}
+
+// ---- micro-kernels ----------------------------------------------------------------------------------
+// Dot products of kMR shifted rows with one panel of kNR shifted columns, then r2 into R [kMR][kNR].
+// Returns a bit mask of the rows with an entry below the direct-difference threshold.
+template <class T>
+unsigned r2_tile(const Packed<T>& X, index_t i0, const Packed<T>& Y, index_t j0, T* R) {
+  constexpr int L = lanes<T>();
+  constexpr int NR = panel_cols<T>();
+  const index_t d = X.d, dp = X.dp;
+  const T* xr = X.rowmajor.get() + i0 * dp;         // [kMR, dp]
+  const T* yp = Y.panels.get() + (j0 / NR) * d * NR;  // [d, kNR]
+  V<T> acc0[kMR], acc1[kMR];
+  for (int r = 0; r < kMR; ++r) {
+    acc0[r] = vbroadcast(T(0));
+    acc1[r] = vbroadcast(T(0));
+  }
+  for (index_t k = 0; k < d; ++k) {
+    const V<T> y0 = vload(yp + k * NR);
+    const V<T> y1 = vload(yp + k * NR + L);
+    for (int r = 0; r < kMR; ++r) {
+      const V<T> xb = vbroadcast(xr[r * dp + k]);
+      acc0[r] += xb * y0;
+      acc1[r] += xb * y1;
+    }
+  }
+  const T* nx = X.norms.get() + i0;
+  const T* ny = Y.norms.get() + j0;
+  unsigned small_rows = 0;
+  for (int r = 0; r < kMR; ++r) {
+    T dots[NR];
+    std::memcpy(dots, &acc0[r], sizeof(T) * L);
+    std::memcpy(dots + L, &acc1[r], sizeof(T) * L);
+    const T nxr = nx[r];
+    int small = 0;
+#pragma omp simd reduction(| : small)
+    for (int c = 0; c < NR; ++c) {
+      const T nn = nxr + ny[c];
+      T v = nn - T(2) * dots[c];
+      small |= (v < T(kDirectBelow) * nn) ? 1 : 0;
+      v = v < T(0) ? T(0) : v;  // NaN compares false and propagates
+      R[r * NR + c] = v;
+    }
+    small_rows |= (small != 0 ? 1u : 0u) << r;
+  }
+  return small_rows;
+}
+
+// Entries of R below the threshold: recompute r2 from direct differences of the unshifted inputs.
+template <class T>
+void r2_fix(const Packed<T>& X, index_t i0, const Packed<T>& Y, index_t j0, T* R, unsigned rows_mask) {
+  constexpr int NR = panel_cols<T>();
+  const T* nx = X.norms.get() + i0;
+  const T* ny = Y.norms.get() + j0;
+  for (int r = 0; r < kMR && i0 + r < X.rows; ++r) {
+    if (((rows_mask >> r) & 1u) == 0) continue;
+    for (int c = 0; c < NR && j0 + c < Y.rows; ++c) {
+      const T nn = nx[r] + ny[c];
+      if (R[r * NR + c] < T(kDirectBelow) * nn || R[r * NR + c] == T(0)) {
+        R[r * NR + c] = squared_distance(X.src + (i0 + r) * X.d, Y.src + (j0 + c) * Y.d, X.d);
+      }
+    }
+  }
+}
+
+// The functor over a tile: the generic batched helper (the functor interface stays scalar, so the
+// CUDA schedule shares it); omp simd vectorizes it with host_math's exp/sqrt.
 template <class K, class T>
-void grad_rows(const PairArgs& a) {
+void eval_tile_generic(const KernelParams& p, const T* __restrict R, T* __restrict F, T* __restrict DF, int count) {
+  // A local copy: stores to F / DF provably cannot change the params, so no run-time alias check
+  // sends the loop to its scalar version.
+  const KernelParams q = p;
+#pragma omp simd
+  for (int e = 0; e < count; ++e) K::eval(q, R[e], F[e], DF[e]);
+}
+
+// Kernels documented in kernels.h as f = sum over params[s] of a one-scale f_s. GCC does not
+// vectorize the tile loop around the functor's runtime loop over scales, so for these the schedule
+// calls the functor once per scale with a one-scale copy of the params (one vectorized pass each)
+// and sums in the functor's own order (f = 0 + f_0 + f_1 ...): bit-identical to one call for
+// Gaussian and Imq; Laplacian divides its slope by 2r per scale instead of once (same value to rounding).
+template <class K>
+struct SumOverScales {
+  static constexpr bool value = false;
+};
+template <>
+struct SumOverScales<Gaussian> {
+  static constexpr bool value = true;
+};
+template <>
+struct SumOverScales<Laplacian> {
+  static constexpr bool value = true;
+};
+template <>
+struct SumOverScales<Imq> {
+  static constexpr bool value = true;
+};
+
+template <class K, class T>
+void eval_tile(const KernelParams& p, const T* __restrict R, T* __restrict F, T* __restrict DF, int count) {
+  if (!SumOverScales<K>::value) {
+    eval_tile_generic<K>(p, R, F, DF, count);
+    return;
+  }
+  for (int e = 0; e < count; ++e) F[e] = DF[e] = T(0);
+  for (int s = 0; s < p.n_params; ++s) {
+    KernelParams q;  // only the entries a one-scale functor reads
+    q.kernel = p.kernel;
+    q.n_params = 1;
+    q.params[0] = p.params[s];
+#pragma omp simd
+    for (int e = 0; e < count; ++e) {
+      T f, df;
+      K::eval(q, R[e], f, df);
+      F[e] += f;
+      DF[e] += df;
+    }
+  }
+}
+
+// G[kMR][dp] (double) += C[kMR][kNR] x Ys[j0 .. j0 + kNR][dp]: KV vectors of columns of d at a time,
+// accumulated in T over the panel's kNR terms.
+template <class T, int KV>
+void gemm_chunk(const T* C,   // [kMR, kNR]
+                const T* ys,  // [kNR, dp] rows j0 ..
+                index_t dp, index_t k0, double* G) {  // G: [kMR, dp]
+  constexpr int L = lanes<T>();
+  constexpr int NR = panel_cols<T>();
+  V<T> acc[kMR][KV];
+  for (int r = 0; r < kMR; ++r)
+    for (int v = 0; v < KV; ++v) acc[r][v] = vbroadcast(T(0));
+  for (int c = 0; c < NR; ++c) {
+    V<T> yv[KV];
+    for (int v = 0; v < KV; ++v) yv[v] = vload(ys + c * dp + k0 + v * L);
+    for (int r = 0; r < kMR; ++r) {
+      const V<T> cb = vbroadcast(C[r * NR + c]);
+      for (int v = 0; v < KV; ++v) acc[r][v] += cb * yv[v];
+    }
+  }
+  for (int r = 0; r < kMR; ++r) {
+    T tmp[KV * L];
+    std::memcpy(tmp, acc[r], sizeof tmp);
+    double* g = G + r * dp + k0;
+#pragma omp simd
+    for (int e = 0; e < KV * L; ++e) g[e] += static_cast<double>(tmp[e]);
+  }
+}
+
+template <class T>
+void gemm_tile(const T* C, const T* ys, index_t dp, double* G) {
+  constexpr int L = lanes<T>();
+  index_t k0 = 0;
+  for (; k0 + 2 * L <= dp; k0 += 2 * L) gemm_chunk<T, 2>(C, ys, dp, k0, G);
+  if (k0 < dp) gemm_chunk<T, 1>(C, ys, dp, k0, G);
+}
+
+// Fixed-order sum of a row's lane accumulators.
+inline double lane_sum(const double* a, int count) {
+  double s = 0.0;
+  for (int c = 0; c < count; ++c) s += a[c];
+  return s;
+}
+
+// ---- pair reduction --------------------------------------------------------------------------------
+template <class K, class T>
+void pair_reduce_impl(const PairArgs& a) {
+  constexpr int NR = panel_cols<T>();
+  const index_t n = a.n, m = a.m, d = a.d;
+  const bool self = a.self_pairs != 0;
+  const bool grad = a.mode == static_cast<std::int32_t>(Mode::kGrad);
+  const bool skip_diag = self && a.exclude_diagonal != 0;
+  const int threads = thread_count(a.num_threads);
+  const KernelParams p = a.kernel;
   const T* x = static_cast<const T*>(a.x);    // [n, d]
   const T* y = static_cast<const T*>(a.y);    // [m, d]
   const T* wy = static_cast<const T*>(a.wy);  // [m] or nullptr
-  T* out = static_cast<T*>(a.out_grad);       // [n, d]
-  const index_t n = a.n, m = a.m, d = a.d;
-  const KernelParams p = a.kernel;
 
-#pragma omp parallel num_threads(thread_count(a.num_threads))
+  const std::vector<T> s = centre(x, n, self ? nullptr : y, m, d);
+  // Self pairs: one packed copy serves as rows and columns (padded for both roles).
+  const index_t n_pad = self ? pad_rows<T>(n) : round_up(n, kMR);
+  const index_t m_pad = round_up(m, NR);
+  Packed<T> X(n, n_pad, d, self);
+  pack(X, x, self ? wy : nullptr, s, threads);
+  std::unique_ptr<Packed<T>> Yown;
+  if (!self) {
+    Yown.reset(new Packed<T>(m, m_pad, d, true));
+    pack(*Yown, y, wy, s, threads);
+  }
+  const Packed<T>& Y = self ? X : *Yown;
+  const index_t dp = X.dp;
+  const index_t blocks = (n + kMR - 1) / kMR;
+
+  double* rows = a.out_rows;               // VALUE: [n]
+  T* out = static_cast<T*>(a.out_grad);    // GRAD: [n, d]
+
+#pragma omp parallel num_threads(threads)
   {
-    std::vector<double> acc(static_cast<std::size_t>(d));
-#pragma omp for schedule(static)
-    for (index_t i = 0; i < n; ++i) {
-      const T* xi = x + i * d;
-      std::fill(acc.begin(), acc.end(), 0.0);
-      T r2[kColTile], f[kColTile], df[kColTile];
-      for (index_t j0 = 0; j0 < m; j0 += kColTile) {
-        const index_t cols = std::min(kColTile, m - j0);
-        for (index_t c = 0; c < cols; ++c) r2[c] = squared_distance(xi, y + (j0 + c) * d, d);
-        for (index_t c = 0; c < cols; ++c) K::eval(p, r2[c], f[c], df[c]);
-        for (index_t c = 0; c < cols; ++c) {
-          // The diagonal (self pairs) contributes x_i - x_i = 0 whatever the slope: nothing to skip.
-          const double coef = 2.0 * static_cast<double>(df[c]) * (wy != nullptr ? static_cast<double>(wy[j0 + c]) : 1.0);
-          const T* yj = y + (j0 + c) * d;
-          for (index_t k = 0; k < d; ++k) acc[k] += coef * static_cast<double>(xi[k] - yj[k]);
+    alignas(kAlign) T R[kMR * NR];
+    alignas(kAlign) T F[kMR * NR];
+    alignas(kAlign) T DF[kMR * NR];
+    alignas(kAlign) double acc[kMR * NR];
+    std::vector<double> G(grad ? static_cast<std::size_t>(kMR * dp) : 0);
+#pragma omp for schedule(dynamic, 1)
+    for (index_t b = 0; b < blocks; ++b) {
+      const index_t i0 = b * kMR;
+      std::fill(acc, acc + kMR * NR, 0.0);
+      std::fill(G.begin(), G.end(), 0.0);
+      for (index_t j0 = 0; j0 < m; j0 += NR) {
+        if (const unsigned mask = r2_tile(X, i0, Y, j0, R)) r2_fix(X, i0, Y, j0, R, mask);
+        eval_tile<K>(p, R, F, DF, kMR * NR);
+        const T* w = Y.weights.get() + j0;  // [kNR], 0 on padding columns
+        const bool diag_tile = self && i0 < j0 + NR && j0 < i0 + kMR;
+        if (!grad) {
+          if (diag_tile && skip_diag) {
+            for (int r = 0; r < kMR; ++r) {
+              const index_t c = i0 + r - j0;
+              if (c >= 0 && c < NR) F[r * NR + c] = T(0);
+            }
+          }
+          for (int r = 0; r < kMR; ++r) {
+            double* ar = acc + r * NR;
+            const T* fr = F + r * NR;
+#pragma omp simd
+            for (int c = 0; c < NR; ++c) ar[c] += static_cast<double>(fr[c]) * static_cast<double>(w[c]);
+          }
+        } else {
+          // c_ij = 2 w_j f'(r2_ij), reusing DF. The diagonal of self pairs contributes x_i - x_i = 0
+          // whatever the slope; zeroing it keeps the split form from adding rounding noise there.
+          for (int r = 0; r < kMR; ++r) {
+            T* cr = DF + r * NR;
+#pragma omp simd
+            for (int c = 0; c < NR; ++c) cr[c] = T(2) * w[c] * cr[c];
+          }
+          if (diag_tile) {
+            for (int r = 0; r < kMR; ++r) {
+              const index_t c = i0 + r - j0;
+              if (c >= 0 && c < NR) DF[r * NR + c] = T(0);
+            }
+          }
+          for (int r = 0; r < kMR; ++r) {
+            double* ar = acc + r * NR;
+            const T* cr = DF + r * NR;
+#pragma omp simd
+            for (int c = 0; c < NR; ++c) ar[c] += static_cast<double>(cr[c]);
+          }
+          gemm_tile(DF, Y.rowmajor.get() + j0 * dp, dp, G.data());
         }
       }
-      for (index_t k = 0; k < d; ++k) out[i * d + k] = static_cast<T>(acc[k]);
+      for (int r = 0; r < kMR && i0 + r < n; ++r) {
+        const double srow = lane_sum(acc + r * NR, NR);
+        if (!grad) {
+          rows[i0 + r] = srow;
+        } else {
+          const T* xr = X.rowmajor.get() + (i0 + r) * dp;
+          const double* g = G.data() + r * dp;
+          T* o = out + (i0 + r) * d;
+          for (index_t k = 0; k < d; ++k) o[k] = static_cast<T>(static_cast<double>(xr[k]) * srow - g[k]);
+        }
+      }
     }
   }
-}
 
-template <class K, class T>
-Status run(const PairArgs& a) {
-  if (a.mode == static_cast<std::int32_t>(Mode::kValue)) {
-    value_rows<K, T>(a);
-  } else {
-    grad_rows<K, T>(a);
+  if (!grad) {
+    const T* wx = static_cast<const T*>(a.wx);  // [n] or nullptr
+    double total = 0.0;
+    for (index_t i = 0; i < n; ++i) total += wx != nullptr ? static_cast<double>(wx[i]) * rows[i] : rows[i];
+    *a.out_total = total;
   }
-  return kOk;
 }
 
 template <class T>
 Status dispatch_kernel(const PairArgs& a) {
   switch (static_cast<KernelId>(a.kernel.kernel)) {
-#define LD_CASE(Functor, Id) \
-  case Id:                   \
-    return run<Functor, T>(a);
+#define LD_CASE(Functor, Id)           \
+  case Id:                             \
+    pair_reduce_impl<Functor, T>(a);   \
+    return kOk;
     LATENTDIV_FOR_EACH_KERNEL(LD_CASE)
 #undef LD_CASE
   }
   return kUnknownKernel;
 }
 
+// ---- pdist ------------------------------------------------------------------------------------------
+// The same r2 tiles as the pair reduction; the upper triangle j > i is written as sqrt(r2).
 template <class T>
 void pdist_forward(const PdistArgs& a) {
+  constexpr int NR = panel_cols<T>();
   const T* x = static_cast<const T*>(a.x);  // [n, d]
   T* out = static_cast<T*>(a.out);          // [n (n - 1) / 2]
   const index_t n = a.n, d = a.d;
-  // Row i owns n - 1 - i outputs: dynamic scheduling balances the triangle; each output is written
-  // by exactly one thread from the same arithmetic, so results do not depend on the schedule.
-#pragma omp parallel for schedule(dynamic, 16) num_threads(thread_count(a.num_threads))
-  for (index_t i = 0; i < n; ++i) {
-    const T* xi = x + i * d;
-    T* row = out + condensed_index(n, i, i + 1);
-    for (index_t j = i + 1; j < n; ++j) row[j - i - 1] = ld_sqrt(squared_distance(xi, x + j * d, d));
+  const int threads = thread_count(a.num_threads);
+  const std::vector<T> s = centre(x, n, static_cast<const T*>(nullptr), 0, d);
+  Packed<T> X(n, pad_rows<T>(n), d, true);
+  pack(X, x, static_cast<const T*>(nullptr), s, threads);
+  const index_t blocks = (n + kMR - 1) / kMR;
+  // Block b owns the outputs of its rows: each output is written once from the same arithmetic, so
+  // results do not depend on the schedule. Dynamic scheduling balances the triangle.
+#pragma omp parallel num_threads(threads)
+  {
+    alignas(kAlign) T R[kMR * NR];
+    alignas(kAlign) T D[kMR * NR];
+#pragma omp for schedule(dynamic, 1)
+    for (index_t b = 0; b < blocks; ++b) {
+      const index_t i0 = b * kMR;
+      for (index_t j0 = (i0 + 1) / NR * NR; j0 < n; j0 += NR) {
+        if (const unsigned mask = r2_tile(X, i0, X, j0, R)) r2_fix(X, i0, X, j0, R, mask);
+#pragma omp simd
+        for (int e = 0; e < kMR * NR; ++e) D[e] = ld_sqrt(R[e]);
+        for (int r = 0; r < kMR && i0 + r < n; ++r) {
+          const index_t i = i0 + r;
+          const index_t c_begin = std::max<index_t>(i + 1 - j0, 0);
+          const index_t c_end = std::min<index_t>(NR, n - j0);
+          if (c_begin >= c_end) continue;
+          T* dst = out + condensed_index(n, i, j0 + c_begin);
+          std::memcpy(dst, D + r * NR + c_begin, sizeof(T) * static_cast<std::size_t>(c_end - c_begin));
+        }
+      }
+    }
   }
 }
 
+// grad_i = sum_{j != i} g_ij (x_i - x_j) / d_ij, 0 where d_ij = 0 (subgradient of the norm): the GRAD
+// split form with c_ij = g_ij / d_ij read from the condensed arrays.
 template <class T>
 void pdist_backward(const PdistArgs& a) {
-  const T* x = static_cast<const T*>(a.x);     // [n, d]
+  constexpr int NR = panel_cols<T>();
+  const T* x = static_cast<const T*>(a.x);         // [n, d]
   const T* g = static_cast<const T*>(a.grad_out);  // [n (n - 1) / 2]
   const T* dist = static_cast<const T*>(a.dist);   // [n (n - 1) / 2]
-  T* out = static_cast<T*>(a.out);             // [n, d]
+  T* out = static_cast<T*>(a.out);                 // [n, d]
   const index_t n = a.n, d = a.d;
-  // grad_i = sum_{j != i} g_ij (x_i - x_j) / d_ij, with 0 where d_ij = 0 (subgradient of the norm).
-#pragma omp parallel num_threads(thread_count(a.num_threads))
+  const int threads = thread_count(a.num_threads);
+  const std::vector<T> s = centre(x, n, static_cast<const T*>(nullptr), 0, d);
+  Packed<T> X(n, pad_rows<T>(n), d, false);
+  pack(X, x, static_cast<const T*>(nullptr), s, threads);
+  const index_t dp = X.dp;
+  const index_t blocks = (n + kMR - 1) / kMR;
+#pragma omp parallel num_threads(threads)
   {
-    std::vector<double> acc(static_cast<std::size_t>(d));
-#pragma omp for schedule(static)
-    for (index_t i = 0; i < n; ++i) {
-      std::fill(acc.begin(), acc.end(), 0.0);
-      const T* xi = x + i * d;
-      for (index_t j = 0; j < n; ++j) {
-        if (j == i) continue;
-        const index_t c = j > i ? condensed_index(n, i, j) : condensed_index(n, j, i);
-        const double dij = static_cast<double>(dist[c]);
-        if (!(dij > 0.0)) continue;
-        const double coef = static_cast<double>(g[c]) / dij;
-        const T* xj = x + j * d;
-        for (index_t k = 0; k < d; ++k) acc[k] += coef * static_cast<double>(xi[k] - xj[k]);
+    alignas(kAlign) T C[kMR * NR];
+    alignas(kAlign) double acc[kMR * NR];
+    std::vector<double> G(static_cast<std::size_t>(kMR * dp));
+#pragma omp for schedule(dynamic, 1)
+    for (index_t b = 0; b < blocks; ++b) {
+      const index_t i0 = b * kMR;
+      std::fill(acc, acc + kMR * NR, 0.0);
+      std::fill(G.begin(), G.end(), 0.0);
+      for (index_t j0 = 0; j0 < n; j0 += NR) {
+        for (int r = 0; r < kMR; ++r) {
+          const index_t i = i0 + r;
+          T* cr = C + r * NR;
+          for (int c = 0; c < NR; ++c) {
+            const index_t j = j0 + c;
+            T coef = T(0);
+            if (i < n && j < n && j != i) {
+              const index_t ci = j > i ? condensed_index(n, i, j) : condensed_index(n, j, i);
+              const T dij = dist[ci];
+              coef = dij > T(0) ? g[ci] / dij : T(0);
+            }
+            cr[c] = coef;
+          }
+          double* ar = acc + r * NR;
+#pragma omp simd
+          for (int c = 0; c < NR; ++c) ar[c] += static_cast<double>(cr[c]);
+        }
+        gemm_tile(C, X.rowmajor.get() + j0 * dp, dp, G.data());
       }
-      for (index_t k = 0; k < d; ++k) out[i * d + k] = static_cast<T>(acc[k]);
+      for (int r = 0; r < kMR && i0 + r < n; ++r) {
+        const double srow = lane_sum(acc + r * NR, NR);
+        const T* xr = X.rowmajor.get() + (i0 + r) * dp;
+        const double* gr = G.data() + r * dp;
+        T* o = out + (i0 + r) * d;
+        for (index_t k = 0; k < d; ++k) o[k] = static_cast<T>(static_cast<double>(xr[k]) * srow - gr[k]);
+      }
     }
   }
 }
@@ -186,12 +624,26 @@ Status pair_reduce_cpu(const PairArgs& a) {
     *a.out_total = 0.0;
     return kOk;
   }
+  if (a.n == 0) return kOk;
+  if (a.m == 0) {
+    // No pairs (validate guarantees d >= 1): zero rows, zero total, zero gradient.
+    if (a.mode == static_cast<std::int32_t>(Mode::kValue)) {
+      std::fill(a.out_rows, a.out_rows + a.n, 0.0);
+      *a.out_total = 0.0;
+    } else {
+      const std::size_t bytes = static_cast<std::size_t>(a.n * a.d) *
+                                (a.dtype == static_cast<std::int32_t>(DType::kFloat32) ? sizeof(float) : sizeof(double));
+      std::memset(a.out_grad, 0, bytes);
+    }
+    return kOk;
+  }
   return a.dtype == static_cast<std::int32_t>(DType::kFloat32) ? dispatch_kernel<float>(a) : dispatch_kernel<double>(a);
 }
 
 Status pdist_cpu(const PdistArgs& a) {
   const Status s = validate(a, false);
   if (s != kOk) return s;
+  if (a.n < 2) return kOk;
   if (a.dtype == static_cast<std::int32_t>(DType::kFloat32)) {
     pdist_forward<float>(a);
   } else {
@@ -203,6 +655,12 @@ Status pdist_cpu(const PdistArgs& a) {
 Status pdist_backward_cpu(const PdistArgs& a) {
   const Status s = validate(a, true);
   if (s != kOk) return s;
+  if (a.n == 0) return kOk;
+  if (a.n == 1) {
+    std::memset(a.out, 0, static_cast<std::size_t>(a.d) *
+                              (a.dtype == static_cast<std::int32_t>(DType::kFloat32) ? sizeof(float) : sizeof(double)));
+    return kOk;
+  }
   if (a.dtype == static_cast<std::int32_t>(DType::kFloat32)) {
     pdist_backward<float>(a);
   } else {

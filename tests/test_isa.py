@@ -1,0 +1,217 @@
+"""Every CPU instruction-set variant of the engine (baseline / AVX2 / AVX-512, whichever this CPU
+runs) against the float64 reference, against each other, and bit-identical for 1 and 2 threads.
+
+The sizes straddle the schedule's tiles (row blocks of 6-8, column panels of 8-32) and its padding;
+near-duplicate and exact-duplicate points exercise the direct-difference fallback of the
+dot-product form of r2 (exact zeros are required: energy and laplacian take a square root).
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+import latentdiv
+from latentdiv import _ext, reference
+from latentdiv._registry import get_kernel
+
+pytestmark = pytest.mark.skipif(not _ext.compiled_available(), reason="needs the compiled engine")
+
+ISAS = [isa for isa in ("baseline", "avx2", "avx512")
+        if _ext.compiled_available() and isa in _ext._C.build_info()["cpu_isa_usable"]]
+
+TILE = 32  # the widest column panel (AVX-512 float: 2 x 16 lanes)
+SIZES = [1, 2, 3, 17, TILE - 1, TILE, TILE + 1, 257]
+
+CASES = [
+    ("gaussian", 1.3, {}),
+    ("gaussian", [0.5, 2.0, 7.0], {}),
+    ("laplacian", [0.4, 3.0], {}),
+    ("imq", [0.2, 0.4, 1.0, 2.0, 4.0, 10.0, 20.0], {}),
+    ("energy", 1.0, {}),
+    ("cramer_wold_approx", 1.0, {"gamma": 0.3}),
+]
+try:  # the exact Cramer-Wold kernel needs latentdiv.special (merged from main when it exists)
+    from latentdiv import special  # noqa: F401
+
+    CASES.append(("cramer_wold", 1.0, {"gamma": 0.3}))
+except ImportError:  # pragma: no cover - depends on the merge state
+    pass
+
+
+def _ids(case):
+    k, bw, _ = case
+    return f"{k}-{len(bw)}" if isinstance(bw, list) else k
+
+
+class _isa:
+    """Force one variant (LATENTDIV_ISA is read at every call)."""
+
+    def __init__(self, name):
+        self.name = name
+
+    def __enter__(self):
+        self.old = os.environ.get("LATENTDIV_ISA")
+        os.environ["LATENTDIV_ISA"] = self.name
+
+    def __exit__(self, *exc):
+        if self.old is None:
+            os.environ.pop("LATENTDIV_ISA", None)
+        else:
+            os.environ["LATENTDIV_ISA"] = self.old
+
+
+def _points(n, d, seed, dtype=torch.float64, shift=0.0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, d, generator=g, dtype=torch.float64) + shift
+    if n >= 4:
+        x[1] = x[0]                                  # exact duplicate
+        x[2] = x[0] + 1e-3 * torch.randn(d, generator=g, dtype=torch.float64)  # near-duplicate
+    return x.to(dtype)
+
+
+def _value_and_grads(fn, tensors):
+    tensors = [t.detach().clone().requires_grad_(True) for t in tensors]
+    v = fn(*tensors)
+    grads = torch.autograd.grad(v, tensors)
+    return v.detach(), [g.detach() for g in grads]
+
+
+def _ref(kernel, bw, opts, excl=False):
+    spec = get_kernel(kernel)
+    return lambda a, b=None: reference.pairwise_sum(a, b, None, None, spec, bw, opts, excl)
+
+
+def _ours(kernel, bw, opts, excl=False):
+    return lambda a, b=None: latentdiv.pairwise_sum(a, b, kernel=kernel, bandwidth=bw, exclude_diagonal=excl, **opts)
+
+
+def _close(a, b, rtol, what):
+    scale = b.abs().max().clamp_min(1e-300)
+    err = (a - b).abs().max()
+    assert err <= rtol * scale, f"{what}: relative error {float(err / scale):.2e} > {rtol:.0e}"
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("case", CASES, ids=_ids)
+def test_float64_matches_reference_odd_sizes(isa, case):
+    kernel, bw, opts = case
+    d_values = [1, 2, 3, 64, 65] if not kernel.startswith("cramer_wold_approx") else [2, 3, 64, 65]
+    with _isa(isa):
+        for i, n in enumerate(SIZES):
+            m = SIZES[(i + 3) % len(SIZES)]
+            d = d_values[i % len(d_values)]
+            x, y = _points(n, d, 10 + i), _points(m, d, 20 + i, shift=0.3)
+            v, g = _value_and_grads(_ours(kernel, bw, opts), [x, y])
+            ve, ge = _value_and_grads(_ref(kernel, bw, opts), [x, y])
+            _close(v, ve, 1e-10, f"{isa} {kernel} n={n} m={m} d={d} value")
+            for name, a, b in zip("xy", g, ge):
+                _close(a, b, 1e-9, f"{isa} {kernel} n={n} m={m} d={d} grad {name}")
+            # self pairs with the diagonal dropped (duplicates: r2 = 0 off the diagonal too)
+            v, g = _value_and_grads(_ours(kernel, bw, opts, True), [x])
+            ve, ge = _value_and_grads(_ref(kernel, bw, opts, True), [x])
+            _close(v, ve, 1e-10, f"{isa} {kernel} self n={n} d={d} value")
+            _close(g[0], ge[0], 1e-9, f"{isa} {kernel} self n={n} d={d} grad")
+            assert torch.isfinite(g[0]).all()
+
+
+def _assert_float32_rule(ours, plain, exact, what, eps=1e-6):
+    """DESIGN.md section 4: error(ours) <= 2 x error(plain float32 torch) + eps * |exact|."""
+    exact = exact.double()
+    scale = exact.abs().max().clamp_min(1e-30)
+    err_ours = (ours.double() - exact).abs().max()
+    err_torch = (plain.double() - exact).abs().max()
+    assert err_ours <= 2.0 * err_torch + eps * scale, f"{what}: {float(err_ours):.3e} vs torch {float(err_torch):.3e}"
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("case", CASES, ids=_ids)
+@pytest.mark.parametrize("d,shift", [(2, 0.0), (64, 0.0), (8, 30.0)], ids=["d2", "d64", "d8-offset"])
+def test_float32_tolerance_rule(isa, case, d, shift):
+    kernel, bw, opts = case
+    x64, y64 = _points(257, d, 1, shift=shift), _points(200, d, 2, shift=shift + 0.3)
+    ve, ge = _value_and_grads(_ref(kernel, bw, opts), [x64, y64])
+    x32, y32 = x64.float(), y64.float()
+    with _isa(isa):
+        v, g = _value_and_grads(_ours(kernel, bw, opts), [x32, y32])
+    vp, gp = _value_and_grads(_ref(kernel, bw, opts), [x32, y32])
+    _assert_float32_rule(v, vp, ve, f"{isa} {kernel} value")
+    for name, a, b, c in zip("xy", g, gp, ge):
+        _assert_float32_rule(a, b, c, f"{isa} {kernel} grad {name}")
+
+
+@pytest.mark.parametrize("case", CASES, ids=_ids)
+def test_variants_agree_with_each_other(case):
+    kernel, bw, opts = case
+    x, y = _points(257, 65, 3).float(), _points(33, 65, 4, shift=0.2).float()
+    results = []
+    for isa in ISAS:
+        with _isa(isa):
+            results.append(_value_and_grads(_ours(kernel, bw, opts), [x, y]))
+    v0, g0 = results[0]
+    for v, g in results[1:]:
+        _close(v.double(), v0.double(), 1e-5, f"{kernel} value across variants")
+        for a, b in zip(g, g0):
+            _close(a.double(), b.double(), 1e-4, f"{kernel} grad across variants")
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_bit_identical_for_1_and_2_threads(isa, dtype):
+    old = torch.get_num_threads()
+    x, y = _points(257, 65, 5, dtype), _points(130, 65, 6, dtype, shift=0.1)
+    try:
+        outs = []
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            with _isa(isa):
+                res = []
+                for kernel, bw, opts in CASES:
+                    res.append(_value_and_grads(_ours(kernel, bw, opts), [x, y]))
+                    res.append(_value_and_grads(_ours(kernel, bw, opts, True), [x]))
+                pd, gpd = _value_and_grads(lambda a: (latentdiv.pdist(a) * torch.linspace(-1, 1, a.shape[0] * (a.shape[0] - 1) // 2, dtype=a.dtype)).sum(), [x])
+                res.append((latentdiv.pdist(x), gpd))
+            outs.append(res)
+    finally:
+        torch.set_num_threads(old)
+    for (v1, g1), (v2, g2) in zip(*outs):
+        assert torch.equal(v1, v2)
+        for a, b in zip(g1, g2):
+            assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("n,d", [(2, 1), (17, 3), (TILE + 1, 64), (257, 65)])
+def test_pdist_and_backward_match_reference(isa, n, d):
+    x = _points(n, d, 7)
+    w = torch.linspace(-1.0, 2.0, n * (n - 1) // 2, dtype=torch.float64)
+    with _isa(isa):
+        v, g = _value_and_grads(lambda a: (latentdiv.pdist(a) * w).sum(), [x])
+        dist = latentdiv.pdist(x)
+    ve, ge = _value_and_grads(lambda a: (reference.pdist(a) * w).sum(), [x])
+    _close(dist, reference.pdist(x), 1e-12, f"{isa} pdist n={n} d={d}")
+    if n >= 4:
+        assert dist[0] == 0.0  # x[1] == x[0]: exactly zero
+    _close(v, ve, 1e-10, f"{isa} pdist value")
+    _close(g[0], ge[0], 1e-9, f"{isa} pdist grad")
+    assert torch.isfinite(g[0]).all()
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_special_values(isa):
+    """NaN propagates, huge distances give exactly 0 for the decaying kernels (exp underflow), and
+    self pairs of exact duplicates give r2 = 0 exactly (energy = 0, no NaN gradient)."""
+    x = torch.tensor([[0.5, -1.0], [0.5, -1.0], [1e4, 1e4]], dtype=torch.float32)
+    with _isa(isa):
+        v = latentdiv.pairwise_sum(x[:2], kernel="energy")
+        assert v.item() == 0.0
+        xg = x[:2].clone().requires_grad_(True)
+        latentdiv.pairwise_sum(xg, kernel="energy").backward()
+        assert torch.equal(xg.grad, torch.zeros_like(xg))
+        far = latentdiv.pairwise_sum(x[:1], x[2:], kernel="gaussian", bandwidth=1.0)
+        assert far.item() == 0.0
+        xn = x.clone()
+        xn[0, 0] = float("nan")
+        assert torch.isnan(latentdiv.pairwise_sum(xn, kernel="gaussian"))
