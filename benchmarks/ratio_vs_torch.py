@@ -1,0 +1,53 @@
+"""The quick side-by-side: forward+backward (dX) of the gaussian MMD^2(X, Y) with latentdiv next to
+what users write today (plain torch: cdist or the matmul form of r2, exp, sum, autograd), in one
+process, and the ratio. The full suite (every kernel, n from 256 to 65536, peers, memory) is
+test_bench.py; this script is the one-screen answer.
+
+    PYTHONPATH=python python benchmarks/ratio_vs_torch.py            # n = 4096, D = 8 and 64
+    python benchmarks/ratio_vs_torch.py --n 2048 --dims 2 8 32 --repeats 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+import latentdiv
+from bench_lib import mmd_fn
+
+
+def best_time(fn, x, y, repeats: int) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        xg = x.detach().requires_grad_(True)
+        t0 = time.perf_counter()
+        fn(xg, y).backward()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--n", type=int, default=4096)
+    parser.add_argument("--dims", type=int, nargs="+", default=[8, 64])
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    info = latentdiv.backend_info()
+    print(f"latentdiv {latentdiv.__version__}: backend {info['backend']}, CPU ISA {info.get('cpu_isa_selected')}, "
+          f"{info['threads']} threads; torch {torch.__version__}; float32, n = {args.n}, best of {args.repeats}")
+    print(f"{'D':>4} {'latentdiv':>11} {'torch cdist':>12} {'torch matmul':>13} {'ratio (best torch)':>19}")
+    gen = torch.Generator().manual_seed(0)
+    for d in args.dims:
+        x = torch.randn(args.n, d, generator=gen)
+        y = torch.randn(args.n, d, generator=gen)
+        times = {impl: best_time(mmd_fn(impl, "gaussian", d, args.n), x, y, args.repeats)
+                 for impl in ("latentdiv", "torch_cdist", "torch_matmul")}
+        best_torch = min(times["torch_cdist"], times["torch_matmul"])
+        print(f"{d:>4} {times['latentdiv']:>10.3f}s {times['torch_cdist']:>11.3f}s {times['torch_matmul']:>12.3f}s "
+              f"{best_torch / times['latentdiv']:>18.1f}x")
+
+
+if __name__ == "__main__":
+    main()
