@@ -400,12 +400,22 @@ inline double lane_sum(const double* a, int count) {
 }
 
 // ---- pair reduction --------------------------------------------------------------------------------
+// Modes (common.h): VALUE accumulates w_j f_ij into row sums; GRAD accumulates c_ij = 2 w_j f'_ij and
+// the GEMM part; VALUE_GRAD does both from the same r2 / f / f' tile (each through exactly the
+// arithmetic of its own mode, so its outputs are bit-identical to separate VALUE and GRAD calls);
+// TOTAL is VALUE without rows, and for self pairs visits only the panels at or right of the diagonal.
 template <class K, class T>
 void pair_reduce_impl(const PairArgs& a) {
   constexpr int NR = panel_cols<T>();
   const index_t n = a.n, m = a.m, d = a.d;
   const bool self = a.self_pairs != 0;
-  const bool grad = a.mode == static_cast<std::int32_t>(Mode::kGrad);
+  const Mode mode = static_cast<Mode>(a.mode);
+  const bool grad = mode == Mode::kGrad || mode == Mode::kValueGrad;
+  const bool value = !grad || mode == Mode::kValueGrad;
+  // Self-pair totals: f is symmetric, so sum_ij = sum_i (f_ii + 2 sum_{j > i}) halves the work. Row
+  // i's partial (diagonal halved, left of it zeroed, doubled at the end: exact scalings) is not a row
+  // sum, which TOTAL does not report.
+  const bool triangle = self && mode == Mode::kTotal;
   const bool skip_diag = self && a.exclude_diagonal != 0;
   const int threads = thread_count(a.num_threads);
   const KernelParams p = a.kernel;
@@ -428,31 +438,40 @@ void pair_reduce_impl(const PairArgs& a) {
   const index_t dp = X.dp;
   const index_t blocks = (n + kMR - 1) / kMR;
 
-  double* rows = a.out_rows;               // VALUE: [n]
-  T* out = static_cast<T*>(a.out_grad);    // GRAD: [n, d]
+  std::vector<double> own_rows(a.out_rows == nullptr && value ? static_cast<std::size_t>(n) : 0);
+  double* rows = a.out_rows != nullptr ? a.out_rows : own_rows.data();  // VALUE / TOTAL: [n]
+  T* out = static_cast<T*>(a.out_grad);                                 // GRAD: [n, d]
 
 #pragma omp parallel num_threads(threads)
   {
     alignas(kAlign) T R[kMR * NR];
     alignas(kAlign) T F[kMR * NR];
     alignas(kAlign) T DF[kMR * NR];
-    alignas(kAlign) double acc[kMR * NR];
+    alignas(kAlign) double acc[kMR * NR];   // VALUE lanes
+    alignas(kAlign) double accg[kMR * NR];  // GRAD lanes: sum_j c_ij
     std::vector<double> G(grad ? static_cast<std::size_t>(kMR * dp) : 0);
 #pragma omp for schedule(dynamic, 1)
     for (index_t b = 0; b < blocks; ++b) {
       const index_t i0 = b * kMR;
       std::fill(acc, acc + kMR * NR, 0.0);
+      std::fill(accg, accg + kMR * NR, 0.0);
       std::fill(G.begin(), G.end(), 0.0);
-      for (index_t j0 = 0; j0 < m; j0 += NR) {
+      for (index_t j0 = triangle ? i0 / NR * NR : 0; j0 < m; j0 += NR) {
         if (const unsigned mask = r2_tile(X, i0, Y, j0, R)) r2_fix(X, i0, Y, j0, R, mask);
         eval_tile<K>(p, R, F, DF, kMR * NR);
         const T* w = Y.weights.get() + j0;  // [kNR], 0 on padding columns
         const bool diag_tile = self && i0 < j0 + NR && j0 < i0 + kMR;
-        if (!grad) {
-          if (diag_tile && skip_diag) {
+        if (value) {
+          if (diag_tile && (skip_diag || triangle)) {
             for (int r = 0; r < kMR; ++r) {
-              const index_t c = i0 + r - j0;
-              if (c >= 0 && c < NR) F[r * NR + c] = T(0);
+              for (int c = 0; c < NR; ++c) {
+                const index_t off = j0 + c - (i0 + r);  // j - i
+                if (off == 0) {
+                  F[r * NR + c] = skip_diag ? T(0) : F[r * NR + c] * T(0.5);
+                } else if (off < 0 && triangle) {
+                  F[r * NR + c] = T(0);
+                }
+              }
             }
           }
           for (int r = 0; r < kMR; ++r) {
@@ -461,7 +480,8 @@ void pair_reduce_impl(const PairArgs& a) {
 #pragma omp simd
             for (int c = 0; c < NR; ++c) ar[c] += static_cast<double>(fr[c]) * static_cast<double>(w[c]);
           }
-        } else {
+        }
+        if (grad) {
           // c_ij = 2 w_j f'(r2_ij), reusing DF. The diagonal of self pairs contributes x_i - x_i = 0
           // whatever the slope; zeroing it keeps the split form from adding rounding noise there.
           for (int r = 0; r < kMR; ++r) {
@@ -476,7 +496,7 @@ void pair_reduce_impl(const PairArgs& a) {
             }
           }
           for (int r = 0; r < kMR; ++r) {
-            double* ar = acc + r * NR;
+            double* ar = accg + r * NR;
             const T* cr = DF + r * NR;
 #pragma omp simd
             for (int c = 0; c < NR; ++c) ar[c] += static_cast<double>(cr[c]);
@@ -485,10 +505,12 @@ void pair_reduce_impl(const PairArgs& a) {
         }
       }
       for (int r = 0; r < kMR && i0 + r < n; ++r) {
-        const double srow = lane_sum(acc + r * NR, NR);
-        if (!grad) {
-          rows[i0 + r] = srow;
-        } else {
+        if (value) {
+          const double srow = lane_sum(acc + r * NR, NR);
+          rows[i0 + r] = triangle ? 2.0 * srow : srow;
+        }
+        if (grad) {
+          const double srow = lane_sum(accg + r * NR, NR);
           const T* xr = X.rowmajor.get() + (i0 + r) * dp;
           const double* g = G.data() + r * dp;
           T* o = out + (i0 + r) * d;
@@ -498,7 +520,7 @@ void pair_reduce_impl(const PairArgs& a) {
     }
   }
 
-  if (!grad) {
+  if (value) {
     const T* wx = static_cast<const T*>(a.wx);  // [n] or nullptr
     double total = 0.0;
     for (index_t i = 0; i < n; ++i) total += wx != nullptr ? static_cast<double>(wx[i]) * rows[i] : rows[i];
@@ -620,17 +642,19 @@ void pdist_backward(const PdistArgs& a) {
 Status pair_reduce_cpu(const PairArgs& a) {
   const Status s = validate(a);
   if (s != kOk) return s;
-  if (a.mode == static_cast<std::int32_t>(Mode::kValue) && a.n == 0) {
-    *a.out_total = 0.0;
+  const bool value = a.mode != static_cast<std::int32_t>(Mode::kGrad);
+  const bool grad = a.mode == static_cast<std::int32_t>(Mode::kGrad) || a.mode == static_cast<std::int32_t>(Mode::kValueGrad);
+  if (a.n == 0) {
+    if (value) *a.out_total = 0.0;
     return kOk;
   }
-  if (a.n == 0) return kOk;
   if (a.m == 0) {
     // No pairs (validate guarantees d >= 1): zero rows, zero total, zero gradient.
-    if (a.mode == static_cast<std::int32_t>(Mode::kValue)) {
-      std::fill(a.out_rows, a.out_rows + a.n, 0.0);
+    if (value) {
+      if (a.out_rows != nullptr) std::fill(a.out_rows, a.out_rows + a.n, 0.0);
       *a.out_total = 0.0;
-    } else {
+    }
+    if (grad) {
       const std::size_t bytes = static_cast<std::size_t>(a.n * a.d) *
                                 (a.dtype == static_cast<std::int32_t>(DType::kFloat32) ? sizeof(float) : sizeof(double));
       std::memset(a.out_grad, 0, bytes);
