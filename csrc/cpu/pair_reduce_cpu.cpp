@@ -30,13 +30,8 @@
 // ~ eps / kDirectBelow. Kernel math: host_math.h (<= 2 ulp). Sums over pairs: double, except the GEMM
 // part of GRAD, summed in T over kNR terms before entering double (relative error ~ kNR eps of the
 // panel's magnitude, below plain torch's float32 error).
-// GCC will not if-convert a conditional floating-point division (Energy's `r > 0 ? -0.5 / r : 0`)
-// inside a vectorized loop while it assumes FP operations may trap. We never unmask FP exceptions,
-// so telling it they do not trap changes no result (unlike -ffast-math, which we refuse). Must come
-// before the includes so that it applies to the functors' inline definitions.
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC optimize("no-trapping-math")
-#endif
+// Built with -fno-trapping-math (CMakeLists.txt): lets GCC if-convert conditional divisions in the
+// vectorized tile loops.
 
 #include <algorithm>
 #include <cmath>
