@@ -429,9 +429,18 @@ void pair_reduce_impl(const PairArgs& a) {
     Yown.reset(new Packed<T>(m, m_pad, d, true));
     pack(*Yown, y, wy, s, threads);
   }
-  const Packed<T>& Y = self ? X : *Yown;
+  Packed<T>& Y = self ? X : *Yown;
   const index_t dp = X.dp;
   const index_t blocks = (n + kMR - 1) / kMR;
+  // GRAD needs sum_j c_ij besides sum_j c_ij y_j. When d leaves a padding column in the packed rows
+  // (d < dp), a column of ones there makes the GEMM micro-kernel produce it in G[., d] for free (same
+  // T-over-one-panel accumulation as the other columns); only the dot micro-kernel (k < d) and the
+  // output (k < d) read the packed rows otherwise. Else a separate double lane accumulator.
+  const bool ones_column = grad && d < dp;
+  if (ones_column) {
+    T* cols = Y.rowmajor.get();  // [rows_pad, dp]
+    for (index_t j = 0; j < Y.rows_pad; ++j) cols[j * dp + d] = T(1);
+  }
 
   std::vector<double> own_rows(a.out_rows == nullptr && value ? static_cast<std::size_t>(n) : 0);
   double* rows = a.out_rows != nullptr ? a.out_rows : own_rows.data();  // VALUE / TOTAL: [n]
@@ -490,11 +499,13 @@ void pair_reduce_impl(const PairArgs& a) {
               if (c >= 0 && c < NR) DF[r * NR + c] = T(0);
             }
           }
-          for (int r = 0; r < kMR; ++r) {
-            double* ar = accg + r * NR;
-            const T* cr = DF + r * NR;
+          if (!ones_column) {
+            for (int r = 0; r < kMR; ++r) {
+              double* ar = accg + r * NR;
+              const T* cr = DF + r * NR;
 #pragma omp simd
-            for (int c = 0; c < NR; ++c) ar[c] += static_cast<double>(cr[c]);
+              for (int c = 0; c < NR; ++c) ar[c] += static_cast<double>(cr[c]);
+            }
           }
           gemm_tile(DF, Y.rowmajor.get() + j0 * dp, dp, G.data());
         }
@@ -505,7 +516,7 @@ void pair_reduce_impl(const PairArgs& a) {
           rows[i0 + r] = triangle ? 2.0 * srow : srow;
         }
         if (grad) {
-          const double srow = lane_sum(accg + r * NR, NR);
+          const double srow = ones_column ? G[r * dp + d] : lane_sum(accg + r * NR, NR);
           const T* xr = X.rowmajor.get() + (i0 + r) * dp;
           const double* g = G.data() + r * dp;
           T* o = out + (i0 + r) * d;
