@@ -616,15 +616,25 @@ void pdist_backward(const PdistArgs& a) {
         for (int r = 0; r < kMR; ++r) {
           const index_t i = i0 + r;
           T* cr = C + r * NR;
-          for (int c = 0; c < NR; ++c) {
-            const index_t j = j0 + c;
-            T coef = T(0);
-            if (i < n && j < n && j != i) {
-              const index_t ci = j > i ? condensed_index(n, i, j) : condensed_index(n, j, i);
+          // Columns j < i: pair (j, i) sits in row j of the condensed list, one gather each.
+          // Columns j > i: pairs (i, j) are contiguous there, a vectorizable run.
+          const int c_end = static_cast<int>(std::min<index_t>(NR, n - j0));  // j < n
+          const int c_lo = static_cast<int>(std::min<index_t>(std::max<index_t>(i - j0, 0), c_end));  // j < i
+          const int c_hi = static_cast<int>(std::min<index_t>(std::max<index_t>(i + 1 - j0, 0), c_end));  // j > i from here
+          for (int c = 0; c < NR; ++c) cr[c] = T(0);
+          if (i < n) {
+            for (int c = 0; c < c_lo; ++c) {
+              const index_t ci = condensed_index(n, j0 + c, i);
               const T dij = dist[ci];
-              coef = dij > T(0) ? g[ci] / dij : T(0);
+              cr[c] = dij > T(0) ? g[ci] / dij : T(0);
             }
-            cr[c] = coef;
+            if (c_hi < c_end) {
+              const index_t base = condensed_index(n, i, j0 + c_hi) - c_hi;  // + c for column c
+              const T* gd = g + base;
+              const T* dd = dist + base;
+#pragma omp simd
+              for (int c = c_hi; c < c_end; ++c) cr[c] = dd[c] > T(0) ? gd[c] / dd[c] : T(0);
+            }
           }
           double* ar = acc + r * NR;
 #pragma omp simd
