@@ -238,13 +238,14 @@ def _pair_sum_with_grad_backward(ctx, grad, _grad_rows, _grad_grad):  # grad: []
     if wx is not None and need[2]:
         gwx = (rows * scale).to(wx.dtype)
     if y is not None and (need[1] or (wy is not None and need[3])):
-        if need[1]:
+        if need[1] and wy is not None and need[3]:
             # One pass for both y-side pieces (the fused op on the CPU; two passes elsewhere).
             _, rows_y, grad_y = pair_sum_with_grad(y, x, wy, wx, k, p, False)
-            g = grad_y * grad.to(y.dtype)
+            gy = grad_y * grad.to(y.dtype) * wy.unsqueeze(1)
+            gwy = (rows_y * grad).to(wy.dtype)
+        elif need[1]:
+            g = pair_grad(y, x, wx, k, p, False) * grad.to(y.dtype)
             gy = g if wy is None else g * wy.unsqueeze(1)
-            if wy is not None and need[3]:
-                gwy = (rows_y * grad).to(wy.dtype)
         else:
             gwy = (pair_rows(y, x, wx, k, p, False) * grad).to(wy.dtype)
     return gx, gy, gwx, gwy, None, None, None
