@@ -14,7 +14,7 @@
 //        r2 is recomputed from direct differences of the unshifted inputs: exact duplicates give
 //        r2 = 0 exactly, and sqrt-based kernels (energy, laplacian) stay accurate at small r;
 //     3. the functor over the tile (generic: a loop over the tile calling K::eval under omp simd);
-//     4. VALUE: row sums in double. GRAD: c_ij = 2 w_j f'(r2_ij); sum_j c_ij (x_i - y_j) =
+//     4. VALUE: row sums in double (float lanes over 4 panels first, for float). GRAD: c_ij = 2 w_j f'(r2_ij); sum_j c_ij (x_i - y_j) =
 //        x_i sum_j c_ij - sum_j c_ij y_j, the second term a (kMR x kNR) x (kNR x dp) GEMM micro-kernel
 //        accumulated in T over one panel, then added to double accumulators; the first term's sum in
 //        double. Shifted coordinates keep both terms of the difference small.
@@ -28,8 +28,9 @@
 // Accuracy (float32; tests/test_isa.py against float64): r2 from the dot form has an absolute error
 // ~ eps (|x|^2 + |y|^2); the direct-difference fallback bounds its relative error by
 // ~ eps / kDirectBelow. Kernel math: host_math.h (<= 2 ulp). Sums over pairs: double, except the GEMM
-// part of GRAD, summed in T over kNR terms before entering double (relative error ~ kNR eps of the
-// panel's magnitude, below plain torch's float32 error).
+// part of GRAD (with sum_j c_ij when d < dp), summed in T over kNR terms before entering double
+// (relative error ~ kNR eps of the panel's magnitude, below plain torch's float32 error), and float
+// VALUE lanes, summed in float over kValuePanels panels (4 terms per lane) before entering double.
 // Built with -fno-trapping-math (CMakeLists.txt): lets GCC if-convert conditional divisions in the
 // vectorized tile loops.
 
@@ -387,6 +388,13 @@ void gemm_tile(const T* C, const T* ys, index_t dp, double* G) {
   if (k0 < dp) gemm_chunk<T, 1>(C, ys, dp, k0, G);
 }
 
+// Panels whose VALUE terms are summed in T before entering the double lanes: 4 for float (error
+// ~ 4 eps of one lane's partial, far below plain float32 torch's), 1 for double (straight to double).
+template <class T>
+constexpr int kValuePanels() {
+  return sizeof(T) == sizeof(float) ? 4 : 1;
+}
+
 // Fixed-order sum of a row's lane accumulators.
 inline double lane_sum(const double* a, int count) {
   double s = 0.0;
@@ -453,12 +461,26 @@ void pair_reduce_impl(const PairArgs& a) {
     alignas(kAlign) T DF[kMR * NR];
     alignas(kAlign) double acc[kMR * NR];   // VALUE lanes
     alignas(kAlign) double accg[kMR * NR];  // GRAD lanes: sum_j c_ij
+    // VALUE in float: w_j f_ij summed per lane in T over kValuePanels panels, then into the double
+    // lanes (as the GEMM part of GRAD): one conversion per kValuePanels terms instead of per term.
+    alignas(kAlign) T accv[kMR * NR];
+    int pending = 0;
+    auto flush_value = [&]() {
+#pragma omp simd
+      for (int e = 0; e < kMR * NR; ++e) {
+        acc[e] += static_cast<double>(accv[e]);
+        accv[e] = T(0);
+      }
+      pending = 0;
+    };
     std::vector<double> G(grad ? static_cast<std::size_t>(kMR * dp) : 0);
 #pragma omp for schedule(dynamic, 1)
     for (index_t b = 0; b < blocks; ++b) {
       const index_t i0 = b * kMR;
       std::fill(acc, acc + kMR * NR, 0.0);
+      std::fill(accv, accv + kMR * NR, T(0));
       std::fill(accg, accg + kMR * NR, 0.0);
+      pending = 0;
       std::fill(G.begin(), G.end(), 0.0);
       for (index_t j0 = triangle ? i0 / NR * NR : 0; j0 < m; j0 += NR) {
         if (const unsigned mask = r2_tile(X, i0, Y, j0, R)) r2_fix(X, i0, Y, j0, R, mask);
@@ -478,11 +500,21 @@ void pair_reduce_impl(const PairArgs& a) {
               }
             }
           }
-          for (int r = 0; r < kMR; ++r) {
-            double* ar = acc + r * NR;
-            const T* fr = F + r * NR;
+          if (kValuePanels<T>() > 1) {
+            for (int r = 0; r < kMR; ++r) {
+              T* ar = accv + r * NR;
+              const T* fr = F + r * NR;
 #pragma omp simd
-            for (int c = 0; c < NR; ++c) ar[c] += static_cast<double>(fr[c]) * static_cast<double>(w[c]);
+              for (int c = 0; c < NR; ++c) ar[c] += fr[c] * w[c];
+            }
+            if (++pending == kValuePanels<T>()) flush_value();
+          } else {
+            for (int r = 0; r < kMR; ++r) {
+              double* ar = acc + r * NR;
+              const T* fr = F + r * NR;
+#pragma omp simd
+              for (int c = 0; c < NR; ++c) ar[c] += static_cast<double>(fr[c]) * static_cast<double>(w[c]);
+            }
           }
         }
         if (grad) {
@@ -510,6 +542,7 @@ void pair_reduce_impl(const PairArgs& a) {
           gemm_tile(DF, Y.rowmajor.get() + j0 * dp, dp, G.data());
         }
       }
+      if (pending > 0) flush_value();
       for (int r = 0; r < kMR && i0 + r < n; ++r) {
         if (value) {
           const double srow = lane_sum(acc + r * NR, NR);
