@@ -14,7 +14,8 @@
 //        r2 is recomputed from direct differences of the unshifted inputs: exact duplicates give
 //        r2 = 0 exactly, and sqrt-based kernels (energy, laplacian) stay accurate at small r;
 //     3. the functor over the tile (generic: a loop over the tile calling K::eval under omp simd);
-//     4. VALUE: row sums in double (float lanes over 4 panels first, for float). GRAD: c_ij = 2 w_j f'(r2_ij); sum_j c_ij (x_i - y_j) =
+//     4. VALUE: row sums in double (float lanes over 4 panels first, for float).
+//        GRAD: c_ij = 2 w_j f'(r2_ij); sum_j c_ij (x_i - y_j) =
 //        x_i sum_j c_ij - sum_j c_ij y_j, the second term a (kMR x kNR) x (kNR x dp) GEMM micro-kernel
 //        accumulated in T over one panel, then added to double accumulators; the first term's sum in
 //        double. Shifted coordinates keep both terms of the difference small.
