@@ -109,6 +109,10 @@ Status emulate_pair_dispatch(const PairArgs& a, bool reverse) {
 Status emulate_pair_reduce(const PairArgs& a, std::size_t workspace_bytes, bool reverse) {
   const Status s = validate(a);
   if (s != kOk) return s;
+  // The fused VALUE_GRAD and triangle-only TOTAL modes are CPU-schedule optimisations (common.h).
+  if (a.mode != static_cast<std::int32_t>(Mode::kValue) && a.mode != static_cast<std::int32_t>(Mode::kGrad)) {
+    return kUnsupported;
+  }
   if (a.mode == static_cast<std::int32_t>(Mode::kValue) && a.n > 0 && a.workspace == nullptr) return kBadArgument;
   if (workspace_bytes < cs::pair_workspace_bytes(a.n, a.mode)) return kBadArgument;
   return a.dtype == static_cast<std::int32_t>(DType::kFloat32) ? emulate_pair_dispatch<float>(a, reverse)

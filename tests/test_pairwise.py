@@ -14,8 +14,9 @@ from conftest import assert_float32_rule, requires_compiled
 
 pytestmark = requires_compiled
 
-TILE = 64  # the CPU schedule's column tile (and a typical row block)
-SIZES = [1, 2, 3, 17, TILE - 1, TILE, TILE + 1]
+TILE = 32  # the CPU schedule's widest column panel (float32 on AVX-512)
+ROW_BLOCK = 8  # its widest row block (AVX-512; 6 elsewhere)
+SIZES = [1, 2, 3, ROW_BLOCK - 1, ROW_BLOCK, ROW_BLOCK + 1, 17, TILE - 1, TILE, TILE + 1]
 
 
 def ref_sum(x, y=None, *, kernel, bandwidth, weights_x=None, weights_y=None, exclude_diagonal=False, **options):
@@ -218,6 +219,9 @@ def test_opcheck_every_op(requires_grad):
     torch.library.opcheck(ops.pair_sum, (x, None, wx, None, 3, [], True))
     torch.library.opcheck(ops.pair_rows, (x.detach(), y.detach(), wy.detach(), 2, [1.0, 2.0], False))
     torch.library.opcheck(ops.pair_grad, (x.detach(), None, wx.detach(), 1, [1.0], True))
+    torch.library.opcheck(ops.pair_sum_with_grad, (x, y, wx, wy, 0, params, False))
+    torch.library.opcheck(ops.pair_sum_with_grad, (x, None, wx, None, 3, [], True))
+    torch.library.opcheck(ops.pair_sum_with_grad, (x, y, None, None, 2, [1.0, 2.0], False))
     torch.library.opcheck(ops.pdist, (x,))
     dist = torch.pdist(x.detach())
     torch.library.opcheck(ops.pdist_backward, (torch.randn_like(dist), x.detach(), dist))
@@ -301,3 +305,90 @@ def test_backend_info_reports_build():
     assert "baseline" in info["cpu_isa_usable"]
     assert isinstance(info["cuda"], bool)
     assert set(info["kernels"]) == {spec.functor for spec in latentdiv.KERNELS.values()}
+
+
+# ---- the CPU schedule's fused modes (VALUE_GRAD, TOTAL) ---------------------------------------------
+@pytest.mark.parametrize("case", KERNEL_CASES, ids=case_id)
+@pytest.mark.parametrize("n", SIZES + [2 * TILE + 3])
+@pytest.mark.parametrize("exclude_diagonal,weighted", [(False, False), (True, True)])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_self_total_without_grad_matches_reference(case, n, exclude_diagonal, weighted, dtype):
+    """No gradient needed: self sums take the triangle-only TOTAL mode (j >= i, doubled)."""
+    kernel, bandwidth, options, min_dim = case
+    x = torch.randn(n, max(3, min_dim), dtype=torch.float64)
+    w = torch.rand(n, dtype=torch.float64) + 0.1 if weighted else None
+    kw = dict(kernel=kernel, bandwidth=bandwidth, exclude_diagonal=exclude_diagonal, **options)
+    with torch.no_grad():
+        ours = latentdiv.pairwise_sum(x.to(dtype), weights_x=None if w is None else w.to(dtype), **kw)
+        full = torch.ops.latentdiv.pair_rows(x.to(dtype), None, None if w is None else w.to(dtype),
+                                             get_kernel(kernel).kernel_id, _params(kernel, bandwidth, x, options),
+                                             exclude_diagonal)
+    want = ref_sum(x, weights_x=w, **kw)
+    if dtype == torch.float64:
+        torch.testing.assert_close(ours, want, rtol=1e-10, atol=1e-10)
+    else:
+        # The triangle's total vs the full rows' total from the same float32 engine: only the order
+        # of the double sums and f_ij vs f_ji (r2 rounded in float32) differ.
+        full_total = (full * (w if w is not None else 1.0)).sum()
+        torch.testing.assert_close(ours.double(), full_total, rtol=2e-6, atol=1e-6 * n)
+
+
+def _params(kernel, bandwidth, x, options):
+    from latentdiv._registry import kernel_params
+    return list(kernel_params(get_kernel(kernel), bandwidth, x.shape[1], options))
+
+
+@pytest.mark.parametrize("case", KERNEL_CASES, ids=case_id)
+@pytest.mark.parametrize("self_pairs", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_value_grad_mode_matches_separate_passes(case, self_pairs, dtype):
+    """pair_sum_with_grad's one fused pass = the VALUE pass (rows, total) and the GRAD pass: the same
+    arithmetic per entry (1 and 2 threads giving the same bits is checked by the tests of
+    pairwise_sum, which now runs this op whenever x needs a gradient)."""
+    kernel, bandwidth, options, min_dim = case
+    n, m, dim = 45, 70, max(5, min_dim)
+    x = torch.randn(n, dim, dtype=dtype)
+    y = None if self_pairs else torch.randn(m, dim, dtype=dtype) + 0.2
+    wx = torch.rand(n, dtype=dtype) + 0.1
+    wy = None if self_pairs else torch.rand(m, dtype=dtype) + 0.1
+    w_other = wx if self_pairs else wy
+    k, p = get_kernel(kernel).kernel_id, _params(kernel, bandwidth, x, options)
+    ops = torch.ops.latentdiv
+    total, rows, grad = ops.pair_sum_with_grad(x, y, wx, wy, k, p, False)
+    tol = dict(rtol=1e-13, atol=1e-13) if dtype == torch.float64 else dict(rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(rows, ops.pair_rows(x, y, w_other, k, p, False), rtol=1e-13, atol=1e-13)
+    torch.testing.assert_close(grad, ops.pair_grad(x, y, w_other, k, p, False), **tol)
+    torch.testing.assert_close(total, (rows * wx.double()).sum(), rtol=1e-12, atol=0)
+    torch.testing.assert_close(total, ops.pair_sum(x, y, wx, wy, k, p, False), rtol=1e-7, atol=1e-7)
+
+
+@pytest.mark.parametrize("needs", ["x", "y", "weights_x", "weights_y", "y+weights_y", "weights_x+weights_y"])
+def test_partial_requires_grad_paths(needs):
+    """Only some inputs need a gradient: the public layer swaps the sides (y first) or keeps the
+    plain op (weights only); gradients must match the reference either way."""
+    x = torch.randn(23, 4, dtype=torch.float64)
+    y = torch.randn(31, 4, dtype=torch.float64) + 0.5
+    wx, wy = torch.rand(23, dtype=torch.float64) + 0.1, torch.rand(31, dtype=torch.float64) + 0.1
+    names = ["x", "y", "weights_x", "weights_y"]
+    kw = dict(kernel="laplacian", bandwidth=[0.7, 2.0])
+    results = []
+    for fn in (lambda a, b, c, d: latentdiv.pairwise_sum(a, b, weights_x=c, weights_y=d, **kw),
+               lambda a, b, c, d: ref_sum(a, b, weights_x=c, weights_y=d, **kw)):
+        leaves = [t.clone().requires_grad_(name in needs.split("+")) for t, name in zip((x, y, wx, wy), names)]
+        value = fn(*leaves)
+        results.append((value.detach(), torch.autograd.grad(value, [t for t in leaves if t.requires_grad])))
+    (ours, g_ours), (want, g_want) = results
+    torch.testing.assert_close(ours, want, rtol=1e-10, atol=1e-10)
+    for a, b in zip(g_ours, g_want):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)
+
+
+def test_bit_identical_threads_for_self_total():
+    x = torch.randn(301, 7)
+    w = torch.rand(301)
+    results = []
+    with torch.no_grad():
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            results.append(latentdiv.pairwise_sum(x, weights_x=w, kernel="energy", exclude_diagonal=True))
+    assert torch.equal(results[0], results[1])

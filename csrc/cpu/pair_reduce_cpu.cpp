@@ -14,7 +14,8 @@
 //        r2 is recomputed from direct differences of the unshifted inputs: exact duplicates give
 //        r2 = 0 exactly, and sqrt-based kernels (energy, laplacian) stay accurate at small r;
 //     3. the functor over the tile (generic: a loop over the tile calling K::eval under omp simd);
-//     4. VALUE: row sums in double. GRAD: c_ij = 2 w_j f'(r2_ij); sum_j c_ij (x_i - y_j) =
+//     4. VALUE: row sums in double (float lanes over 4 panels first, for float).
+//        GRAD: c_ij = 2 w_j f'(r2_ij); sum_j c_ij (x_i - y_j) =
 //        x_i sum_j c_ij - sum_j c_ij y_j, the second term a (kMR x kNR) x (kNR x dp) GEMM micro-kernel
 //        accumulated in T over one panel, then added to double accumulators; the first term's sum in
 //        double. Shifted coordinates keep both terms of the difference small.
@@ -28,15 +29,11 @@
 // Accuracy (float32; tests/test_isa.py against float64): r2 from the dot form has an absolute error
 // ~ eps (|x|^2 + |y|^2); the direct-difference fallback bounds its relative error by
 // ~ eps / kDirectBelow. Kernel math: host_math.h (<= 2 ulp). Sums over pairs: double, except the GEMM
-// part of GRAD, summed in T over kNR terms before entering double (relative error ~ kNR eps of the
-// panel's magnitude, below plain torch's float32 error).
-// GCC will not if-convert a conditional floating-point division (Energy's `r > 0 ? -0.5 / r : 0`)
-// inside a vectorized loop while it assumes FP operations may trap. We never unmask FP exceptions,
-// so telling it they do not trap changes no result (unlike -ffast-math, which we refuse). Must come
-// before the includes so that it applies to the functors' inline definitions.
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC optimize("no-trapping-math")
-#endif
+// part of GRAD (with sum_j c_ij when d < dp), summed in T over kNR terms before entering double
+// (relative error ~ kNR eps of the panel's magnitude, below plain torch's float32 error), and float
+// VALUE lanes, summed in float over kValuePanels panels (4 terms per lane) before entering double.
+// Built with -fno-trapping-math (CMakeLists.txt): lets GCC if-convert conditional divisions in the
+// vectorized tile loops.
 
 #include <algorithm>
 #include <cmath>
@@ -392,6 +389,13 @@ void gemm_tile(const T* C, const T* ys, index_t dp, double* G) {
   if (k0 < dp) gemm_chunk<T, 1>(C, ys, dp, k0, G);
 }
 
+// Panels whose VALUE terms are summed in T before entering the double lanes: 4 for float (error
+// ~ 4 eps of one lane's partial, far below plain float32 torch's), 1 for double (straight to double).
+template <class T>
+constexpr int kValuePanels() {
+  return sizeof(T) == sizeof(float) ? 4 : 1;
+}
+
 // Fixed-order sum of a row's lane accumulators.
 inline double lane_sum(const double* a, int count) {
   double s = 0.0;
@@ -400,12 +404,22 @@ inline double lane_sum(const double* a, int count) {
 }
 
 // ---- pair reduction --------------------------------------------------------------------------------
+// Modes (common.h): VALUE accumulates w_j f_ij into row sums; GRAD accumulates c_ij = 2 w_j f'_ij and
+// the GEMM part; VALUE_GRAD does both from the same r2 / f / f' tile (each through exactly the
+// arithmetic of its own mode, so its outputs are bit-identical to separate VALUE and GRAD calls);
+// TOTAL is VALUE without rows, and for self pairs visits only the panels at or right of the diagonal.
 template <class K, class T>
 void pair_reduce_impl(const PairArgs& a) {
   constexpr int NR = panel_cols<T>();
   const index_t n = a.n, m = a.m, d = a.d;
   const bool self = a.self_pairs != 0;
-  const bool grad = a.mode == static_cast<std::int32_t>(Mode::kGrad);
+  const Mode mode = static_cast<Mode>(a.mode);
+  const bool grad = mode == Mode::kGrad || mode == Mode::kValueGrad;
+  const bool value = !grad || mode == Mode::kValueGrad;
+  // Self-pair totals: f is symmetric, so sum_ij = sum_i (f_ii + 2 sum_{j > i}) halves the work. Row
+  // i's partial (diagonal halved, left of it zeroed, doubled at the end: exact scalings) is not a row
+  // sum, which TOTAL does not report.
+  const bool triangle = self && mode == Mode::kTotal;
   const bool skip_diag = self && a.exclude_diagonal != 0;
   const int threads = thread_count(a.num_threads);
   const KernelParams p = a.kernel;
@@ -424,44 +438,87 @@ void pair_reduce_impl(const PairArgs& a) {
     Yown.reset(new Packed<T>(m, m_pad, d, true));
     pack(*Yown, y, wy, s, threads);
   }
-  const Packed<T>& Y = self ? X : *Yown;
+  Packed<T>& Y = self ? X : *Yown;
   const index_t dp = X.dp;
   const index_t blocks = (n + kMR - 1) / kMR;
+  // GRAD needs sum_j c_ij besides sum_j c_ij y_j. When d leaves a padding column in the packed rows
+  // (d < dp), a column of ones there makes the GEMM micro-kernel produce it in G[., d] for free (same
+  // T-over-one-panel accumulation as the other columns); only the dot micro-kernel (k < d) and the
+  // output (k < d) read the packed rows otherwise. Else a separate double lane accumulator.
+  const bool ones_column = grad && d < dp;
+  if (ones_column) {
+    T* cols = Y.rowmajor.get();  // [rows_pad, dp]
+    for (index_t j = 0; j < Y.rows_pad; ++j) cols[j * dp + d] = T(1);
+  }
 
-  double* rows = a.out_rows;               // VALUE: [n]
-  T* out = static_cast<T*>(a.out_grad);    // GRAD: [n, d]
+  std::vector<double> own_rows(a.out_rows == nullptr && value ? static_cast<std::size_t>(n) : 0);
+  double* rows = a.out_rows != nullptr ? a.out_rows : own_rows.data();  // VALUE / TOTAL: [n]
+  T* out = static_cast<T*>(a.out_grad);                                 // GRAD: [n, d]
 
 #pragma omp parallel num_threads(threads)
   {
     alignas(kAlign) T R[kMR * NR];
     alignas(kAlign) T F[kMR * NR];
     alignas(kAlign) T DF[kMR * NR];
-    alignas(kAlign) double acc[kMR * NR];
+    alignas(kAlign) double acc[kMR * NR];   // VALUE lanes
+    alignas(kAlign) double accg[kMR * NR];  // GRAD lanes: sum_j c_ij
+    // VALUE in float: w_j f_ij summed per lane in T over kValuePanels panels, then into the double
+    // lanes (as the GEMM part of GRAD): one conversion per kValuePanels terms instead of per term.
+    alignas(kAlign) T accv[kMR * NR];
+    int pending = 0;
+    auto flush_value = [&]() {
+#pragma omp simd
+      for (int e = 0; e < kMR * NR; ++e) {
+        acc[e] += static_cast<double>(accv[e]);
+        accv[e] = T(0);
+      }
+      pending = 0;
+    };
     std::vector<double> G(grad ? static_cast<std::size_t>(kMR * dp) : 0);
 #pragma omp for schedule(dynamic, 1)
     for (index_t b = 0; b < blocks; ++b) {
       const index_t i0 = b * kMR;
       std::fill(acc, acc + kMR * NR, 0.0);
+      std::fill(accv, accv + kMR * NR, T(0));
+      std::fill(accg, accg + kMR * NR, 0.0);
+      pending = 0;
       std::fill(G.begin(), G.end(), 0.0);
-      for (index_t j0 = 0; j0 < m; j0 += NR) {
+      for (index_t j0 = triangle ? i0 / NR * NR : 0; j0 < m; j0 += NR) {
         if (const unsigned mask = r2_tile(X, i0, Y, j0, R)) r2_fix(X, i0, Y, j0, R, mask);
         eval_tile<K>(p, R, F, DF, kMR * NR);
         const T* w = Y.weights.get() + j0;  // [kNR], 0 on padding columns
         const bool diag_tile = self && i0 < j0 + NR && j0 < i0 + kMR;
-        if (!grad) {
-          if (diag_tile && skip_diag) {
+        if (value) {
+          if (diag_tile && (skip_diag || triangle)) {
             for (int r = 0; r < kMR; ++r) {
-              const index_t c = i0 + r - j0;
-              if (c >= 0 && c < NR) F[r * NR + c] = T(0);
+              for (int c = 0; c < NR; ++c) {
+                const index_t off = j0 + c - (i0 + r);  // j - i
+                if (off == 0) {
+                  F[r * NR + c] = skip_diag ? T(0) : F[r * NR + c] * T(0.5);
+                } else if (off < 0 && triangle) {
+                  F[r * NR + c] = T(0);
+                }
+              }
             }
           }
-          for (int r = 0; r < kMR; ++r) {
-            double* ar = acc + r * NR;
-            const T* fr = F + r * NR;
+          if (kValuePanels<T>() > 1) {
+            for (int r = 0; r < kMR; ++r) {
+              T* ar = accv + r * NR;
+              const T* fr = F + r * NR;
 #pragma omp simd
-            for (int c = 0; c < NR; ++c) ar[c] += static_cast<double>(fr[c]) * static_cast<double>(w[c]);
+              for (int c = 0; c < NR; ++c) ar[c] += fr[c] * w[c];
+            }
+            if (++pending == kValuePanels<T>()) flush_value();
+          } else {
+            for (int r = 0; r < kMR; ++r) {
+              double* ar = acc + r * NR;
+              const T* fr = F + r * NR;
+#pragma omp simd
+              for (int c = 0; c < NR; ++c) ar[c] += static_cast<double>(fr[c]) * static_cast<double>(w[c]);
+            }
           }
-        } else {
+        }
+        if (grad) {
           // c_ij = 2 w_j f'(r2_ij), reusing DF. The diagonal of self pairs contributes x_i - x_i = 0
           // whatever the slope; zeroing it keeps the split form from adding rounding noise there.
           for (int r = 0; r < kMR; ++r) {
@@ -475,20 +532,25 @@ void pair_reduce_impl(const PairArgs& a) {
               if (c >= 0 && c < NR) DF[r * NR + c] = T(0);
             }
           }
-          for (int r = 0; r < kMR; ++r) {
-            double* ar = acc + r * NR;
-            const T* cr = DF + r * NR;
+          if (!ones_column) {
+            for (int r = 0; r < kMR; ++r) {
+              double* ar = accg + r * NR;
+              const T* cr = DF + r * NR;
 #pragma omp simd
-            for (int c = 0; c < NR; ++c) ar[c] += static_cast<double>(cr[c]);
+              for (int c = 0; c < NR; ++c) ar[c] += static_cast<double>(cr[c]);
+            }
           }
           gemm_tile(DF, Y.rowmajor.get() + j0 * dp, dp, G.data());
         }
       }
+      if (pending > 0) flush_value();
       for (int r = 0; r < kMR && i0 + r < n; ++r) {
-        const double srow = lane_sum(acc + r * NR, NR);
-        if (!grad) {
-          rows[i0 + r] = srow;
-        } else {
+        if (value) {
+          const double srow = lane_sum(acc + r * NR, NR);
+          rows[i0 + r] = triangle ? 2.0 * srow : srow;
+        }
+        if (grad) {
+          const double srow = ones_column ? G[r * dp + d] : lane_sum(accg + r * NR, NR);
           const T* xr = X.rowmajor.get() + (i0 + r) * dp;
           const double* g = G.data() + r * dp;
           T* o = out + (i0 + r) * d;
@@ -498,7 +560,7 @@ void pair_reduce_impl(const PairArgs& a) {
     }
   }
 
-  if (!grad) {
+  if (value) {
     const T* wx = static_cast<const T*>(a.wx);  // [n] or nullptr
     double total = 0.0;
     for (index_t i = 0; i < n; ++i) total += wx != nullptr ? static_cast<double>(wx[i]) * rows[i] : rows[i];
@@ -588,15 +650,25 @@ void pdist_backward(const PdistArgs& a) {
         for (int r = 0; r < kMR; ++r) {
           const index_t i = i0 + r;
           T* cr = C + r * NR;
-          for (int c = 0; c < NR; ++c) {
-            const index_t j = j0 + c;
-            T coef = T(0);
-            if (i < n && j < n && j != i) {
-              const index_t ci = j > i ? condensed_index(n, i, j) : condensed_index(n, j, i);
+          // Columns j < i: pair (j, i) sits in row j of the condensed list, one gather each.
+          // Columns j > i: pairs (i, j) are contiguous there, a vectorizable run.
+          const int c_end = static_cast<int>(std::min<index_t>(NR, n - j0));  // j < n
+          const int c_lo = static_cast<int>(std::min<index_t>(std::max<index_t>(i - j0, 0), c_end));  // j < i
+          const int c_hi = static_cast<int>(std::min<index_t>(std::max<index_t>(i + 1 - j0, 0), c_end));  // j > i from here
+          for (int c = 0; c < NR; ++c) cr[c] = T(0);
+          if (i < n) {
+            for (int c = 0; c < c_lo; ++c) {
+              const index_t ci = condensed_index(n, j0 + c, i);
               const T dij = dist[ci];
-              coef = dij > T(0) ? g[ci] / dij : T(0);
+              cr[c] = dij > T(0) ? g[ci] / dij : T(0);
             }
-            cr[c] = coef;
+            if (c_hi < c_end) {
+              const index_t base = condensed_index(n, i, j0 + c_hi) - c_hi;  // + c for column c
+              const T* gd = g + base;
+              const T* dd = dist + base;
+#pragma omp simd
+              for (int c = c_hi; c < c_end; ++c) cr[c] = dd[c] > T(0) ? gd[c] / dd[c] : T(0);
+            }
           }
           double* ar = acc + r * NR;
 #pragma omp simd
@@ -620,17 +692,19 @@ void pdist_backward(const PdistArgs& a) {
 Status pair_reduce_cpu(const PairArgs& a) {
   const Status s = validate(a);
   if (s != kOk) return s;
-  if (a.mode == static_cast<std::int32_t>(Mode::kValue) && a.n == 0) {
-    *a.out_total = 0.0;
+  const bool value = a.mode != static_cast<std::int32_t>(Mode::kGrad);
+  const bool grad = a.mode == static_cast<std::int32_t>(Mode::kGrad) || a.mode == static_cast<std::int32_t>(Mode::kValueGrad);
+  if (a.n == 0) {
+    if (value) *a.out_total = 0.0;
     return kOk;
   }
-  if (a.n == 0) return kOk;
   if (a.m == 0) {
     // No pairs (validate guarantees d >= 1): zero rows, zero total, zero gradient.
-    if (a.mode == static_cast<std::int32_t>(Mode::kValue)) {
-      std::fill(a.out_rows, a.out_rows + a.n, 0.0);
+    if (value) {
+      if (a.out_rows != nullptr) std::fill(a.out_rows, a.out_rows + a.n, 0.0);
       *a.out_total = 0.0;
-    } else {
+    }
+    if (grad) {
       const std::size_t bytes = static_cast<std::size_t>(a.n * a.d) *
                                 (a.dtype == static_cast<std::int32_t>(DType::kFloat32) ? sizeof(float) : sizeof(double));
       std::memset(a.out_grad, 0, bytes);

@@ -29,12 +29,21 @@ Status validate(const PairArgs& a) {
   if (a.exclude_diagonal && !a.self_pairs) return kBadArgument;
   if (a.kernel.n_params < 0 || a.kernel.n_params > kMaxKernelParams) return kBadArgument;
   if (!known_kernel(a.kernel.kernel)) return kUnknownKernel;
-  if (a.mode == static_cast<std::int32_t>(Mode::kValue)) {
-    if (a.out_rows == nullptr || a.out_total == nullptr) return kBadArgument;
-  } else if (a.mode == static_cast<std::int32_t>(Mode::kGrad)) {
-    if (a.out_grad == nullptr) return kBadArgument;
-  } else {
-    return kBadArgument;
+  switch (static_cast<Mode>(a.mode)) {
+    case Mode::kValue:
+      if (a.out_rows == nullptr || a.out_total == nullptr) return kBadArgument;
+      break;
+    case Mode::kGrad:
+      if (a.out_grad == nullptr) return kBadArgument;
+      break;
+    case Mode::kValueGrad:
+      if (a.out_rows == nullptr || a.out_total == nullptr || a.out_grad == nullptr) return kBadArgument;
+      break;
+    case Mode::kTotal:
+      if (a.out_total == nullptr) return kBadArgument;
+      break;
+    default:
+      return kBadArgument;
   }
   return kOk;
 }

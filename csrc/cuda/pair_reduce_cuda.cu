@@ -169,6 +169,10 @@ std::size_t pair_reduce_cuda_workspace_bytes(const PairArgs& args) {
 Status pair_reduce_cuda(const PairArgs& a, void* stream) {
   const Status s = validate(a);
   if (s != kOk) return s;
+  // The fused VALUE_GRAD and triangle-only TOTAL modes are CPU-schedule optimisations (common.h).
+  if (a.mode != static_cast<std::int32_t>(Mode::kValue) && a.mode != static_cast<std::int32_t>(Mode::kGrad)) {
+    return kUnsupported;
+  }
   if (a.mode == static_cast<std::int32_t>(Mode::kValue) && a.n > 0 && a.workspace == nullptr) return kBadArgument;
   const cudaStream_t st = static_cast<cudaStream_t>(stream);
   return a.dtype == static_cast<std::int32_t>(DType::kFloat32) ? dispatch_kernel<float>(a, st)

@@ -28,6 +28,8 @@ DEVICE_CPU = 0
 DEVICE_CUDA = 1
 MODE_VALUE = 0
 MODE_GRAD = 1
+MODE_VALUE_GRAD = 2  # CPU schedule only (common.h)
+MODE_TOTAL = 3  # CPU schedule only
 _ISA_CODES = {"auto": -1, "baseline": 0, "avx2": 1, "avx512": 2}
 _BACKENDS = ("auto", "compiled", "reference")
 

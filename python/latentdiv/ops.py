@@ -10,11 +10,17 @@ Gradients (notation of DESIGN.md section 2; VALUE = row sums, GRAD = sum_j w_j 2
   dS/dx_i = wx_i GRAD(x, y, wy)_i          dS/dy_j = wy_j GRAD(y, x, wx)_j
   dS/dwx_i = VALUE(x, y, wy)_i             dS/dwy_j = VALUE(y, x, wx)_j
   self terms (y is x, one weight vector w): dS/dx_i = 2 w_i GRAD(x, x, w)_i, dS/dw_i = 2 VALUE(x, x, w)_i
+
+Two CPU-schedule shortcuts (other devices take the general path with the same results):
+  - ``pair_sum`` of self pairs runs the engine's TOTAL mode, which visits only j >= i (f is symmetric);
+  - ``pair_sum_with_grad`` (used by ``pairwise_sum`` when x needs a gradient) computes VALUE(x, .) and
+    GRAD(x, .) in one VALUE_GRAD pass and keeps them for the backward: a self sum then needs no engine
+    pass in the backward, a cross sum only the y side.
 """
 
 from __future__ import annotations
 
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -77,8 +83,12 @@ def pair_sum(
     exclude_diagonal: bool,
 ) -> Tensor:                # [] float64
     n = x.shape[0]
-    rows = torch.empty(n, dtype=torch.float64, device=x.device)
     total = torch.empty((), dtype=torch.float64, device=x.device)
+    if y is None and x.device.type == "cpu":
+        # Only the total is needed: the CPU TOTAL mode sums the upper triangle of the symmetric f (half the pairs).
+        _launch_pair(_ext.MODE_TOTAL, x, y, wx, wx, kernel, params, exclude_diagonal, out_total=total)
+        return total
+    rows = torch.empty(n, dtype=torch.float64, device=x.device)
     _launch_pair(_ext.MODE_VALUE, x, y, wx, wx if y is None else wy, kernel, params, exclude_diagonal,
                  out_rows=rows, out_total=total)
     return total
@@ -168,6 +178,80 @@ def _pair_sum_backward(ctx, grad):  # grad: [] float64
 
 
 pair_sum.register_autograd(_pair_sum_backward, setup_context=_pair_sum_setup)
+
+
+# ---------------------------------------------------------------------------------------------------
+# pair_sum_with_grad: pair_sum plus, in the same pass, the x side of its gradient
+# ---------------------------------------------------------------------------------------------------
+@torch.library.custom_op("latentdiv::pair_sum_with_grad", mutates_args=())
+def pair_sum_with_grad(
+    x: Tensor,              # [n, D]
+    y: Optional[Tensor],    # [m, D]; None: y is x (self pairs)
+    wx: Optional[Tensor],   # [n] or None (ones); also the y-side weights when y is None
+    wy: Optional[Tensor],   # [m] or None (ones); must be None when y is None
+    kernel: int,
+    params: List[float],
+    exclude_diagonal: bool,
+) -> Tuple[Tensor, Tensor, Tensor]:  # total [] float64, rows [n] float64, grad [n, D] x.dtype
+    """The value of ``pair_sum`` and the saved pieces of its x-side gradient: rows = VALUE(x, y, wy)
+    and grad = GRAD(x, y, wy) (y, wy = x, wx for self pairs). Only the total is differentiable; rows
+    and grad are what its backward consumes."""
+    n = x.shape[0]
+    total = torch.empty((), dtype=torch.float64, device=x.device)
+    rows = torch.empty(n, dtype=torch.float64, device=x.device)
+    grad = torch.empty_like(x)
+    w_other = wx if y is None else wy
+    if x.device.type == "cpu":
+        _launch_pair(_ext.MODE_VALUE_GRAD, x, y, wx, w_other, kernel, params, exclude_diagonal,
+                     out_rows=rows, out_total=total, out_grad=grad)
+    else:
+        # The fused mode is CPU-only (csrc common.h): two passes, same outputs.
+        _launch_pair(_ext.MODE_VALUE, x, y, wx, w_other, kernel, params, exclude_diagonal,
+                     out_rows=rows, out_total=total)
+        _launch_pair(_ext.MODE_GRAD, x, y, None, w_other, kernel, params, exclude_diagonal, out_grad=grad)
+    return total, rows, grad
+
+
+@pair_sum_with_grad.register_fake
+def _(x, y, wx, wy, kernel, params, exclude_diagonal):
+    return (x.new_empty((), dtype=torch.float64), x.new_empty((x.shape[0],), dtype=torch.float64),
+            torch.empty_like(x))
+
+
+def _pair_sum_with_grad_setup(ctx, inputs, output):
+    x, y, wx, wy, kernel, params, exclude_diagonal = inputs
+    _, rows, grad = output
+    ctx.mark_non_differentiable(rows, grad)
+    ctx.save_for_backward(x, y, wx, wy, rows, grad)
+    ctx.kernel, ctx.params, ctx.exclude_diagonal = kernel, params, exclude_diagonal
+
+
+def _pair_sum_with_grad_backward(ctx, grad, _grad_rows, _grad_grad):  # grad: [] float64
+    x, y, wx, wy, rows, gsaved = ctx.saved_tensors
+    k, p = ctx.kernel, ctx.params
+    need = ctx.needs_input_grad
+    gx = gy = gwx = gwy = None
+    scale = 2.0 * grad if y is None else grad  # a self sum counts each ordered pair from both ends
+    if need[0]:
+        g = gsaved * scale.to(x.dtype)
+        gx = g if wx is None else g * wx.unsqueeze(1)
+    if wx is not None and need[2]:
+        gwx = (rows * scale).to(wx.dtype)
+    if y is not None and (need[1] or (wy is not None and need[3])):
+        if need[1] and wy is not None and need[3]:
+            # One pass for both y-side pieces (the fused op on the CPU; two passes elsewhere).
+            _, rows_y, grad_y = pair_sum_with_grad(y, x, wy, wx, k, p, False)
+            gy = grad_y * grad.to(y.dtype) * wy.unsqueeze(1)
+            gwy = (rows_y * grad).to(wy.dtype)
+        elif need[1]:
+            g = pair_grad(y, x, wx, k, p, False) * grad.to(y.dtype)
+            gy = g if wy is None else g * wy.unsqueeze(1)
+        else:
+            gwy = (pair_rows(y, x, wx, k, p, False) * grad).to(wy.dtype)
+    return gx, gy, gwx, gwy, None, None, None
+
+
+pair_sum_with_grad.register_autograd(_pair_sum_with_grad_backward, setup_context=_pair_sum_with_grad_setup)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -73,11 +73,16 @@ def pairwise_sum(
     wy = None if weights_y is None else weights_y.to(work)
 
     if _ext.use_compiled(x.device):
-        total = torch.ops.latentdiv.pair_sum(
-            xc.contiguous(), None if yc is None else yc.contiguous(),
-            None if wx is None else wx.contiguous(), None if wy is None else wy.contiguous(),
-            spec.kernel_id, list(params), exclude_diagonal,
-        )
+        args = [xc.contiguous(), None if yc is None else yc.contiguous(),
+                None if wx is None else wx.contiguous(), None if wy is None else wy.contiguous()]
+        if torch.is_grad_enabled() and yc is not None and not xc.requires_grad and yc.requires_grad:
+            # S(x, y, wx, wy) = S(y, x, wy, wx) (k is symmetric): put the side that needs a gradient first.
+            args = [args[1], args[0], args[3], args[2]]
+        if torch.is_grad_enabled() and args[0].requires_grad:
+            # Training path: the forward pass also yields the first argument's gradient (ops.py).
+            total, _, _ = torch.ops.latentdiv.pair_sum_with_grad(*args, spec.kernel_id, list(params), exclude_diagonal)
+        else:
+            total = torch.ops.latentdiv.pair_sum(*args, spec.kernel_id, list(params), exclude_diagonal)
     else:
         total = reference.pairwise_sum(xc, yc, wx, wy, spec, bandwidth, kernel_options, exclude_diagonal)
     return total.to(out_dtype)

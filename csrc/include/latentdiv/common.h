@@ -27,6 +27,10 @@ constexpr int kMaxKernelParams = 64;
 enum class Mode : std::int32_t {
   kValue = 0,  // out_rows[i] = sum_j w_j f(r2_ij); *out_total = sum_i wx_i out_rows[i]
   kGrad = 1,   // out_grad[i, :] = sum_j w_j 2 f'(r2_ij) (x_i - y_j)
+  // CPU schedule only (the CUDA schedule returns kUnsupported; the Python layer falls back to one
+  // kValue and one kGrad launch there):
+  kValueGrad = 2,  // kValue and kGrad in one pass (r2 and f, f' computed once): out_rows, out_total, out_grad
+  kTotal = 3,      // *out_total of kValue only (out_rows unused, may be null); self pairs visit j >= i only
 };
 
 enum class DType : std::int32_t { kFloat32 = 0, kFloat64 = 1 };
@@ -51,11 +55,11 @@ struct KernelParams {
 struct PairArgs {
   const void* x;         // [n, d]
   const void* y;         // [m, d]; equals x when self_pairs
-  const void* wx;        // [n] or nullptr (all ones); used only for *out_total in VALUE mode
+  const void* wx;        // [n] or nullptr (all ones); used only for *out_total (VALUE / VALUE_GRAD / TOTAL)
   const void* wy;        // [m] or nullptr (all ones)
-  double* out_rows;      // VALUE: [n] row sums, in double
-  double* out_total;     // VALUE: [1] sum_i wx_i out_rows[i], in double, fixed summation order
-  void* out_grad;        // GRAD: [n, d] in dtype
+  double* out_rows;      // VALUE, VALUE_GRAD: [n] row sums, in double
+  double* out_total;     // VALUE, VALUE_GRAD, TOTAL: [1] sum_i wx_i out_rows[i], in double, fixed summation order
+  void* out_grad;        // GRAD, VALUE_GRAD: [n, d] in dtype
   void* workspace;       // CUDA only: per-block partial sums, size from pair_reduce_cuda_workspace()
   index_t n, m, d;
   std::int32_t dtype;             // DType

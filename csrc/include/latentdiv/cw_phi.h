@@ -37,6 +37,9 @@
 #include <cmath>
 
 #include "latentdiv/common.h"
+#if !defined(__CUDA_ARCH__)
+#include "latentdiv/host_math.h"
+#endif
 
 namespace latentdiv {
 
@@ -47,11 +50,20 @@ constexpr int kCwPhiKindCheb = 1;
 
 namespace cw_detail {
 
-// Overloads rather than std:: so the same code compiles as device code under nvcc.
+// Overloads rather than std:: so the same code compiles as device code under nvcc. On the host,
+// host_math.h's branch-free versions (as kernels.h's ld_exp / ld_sqrt): libm calls keep errno, which
+// stops the CPU schedule from vectorizing its tile loop over this functor.
+#if defined(__CUDA_ARCH__)
 LD_HD double ld_sqrt(double x) { return ::sqrt(x); }
 LD_HD float ld_sqrt(float x) { return ::sqrtf(x); }
 LD_HD double ld_exp(double x) { return ::exp(x); }
 LD_HD float ld_exp(float x) { return ::expf(x); }
+#else
+LD_HD double ld_sqrt(double x) { return host_math::sqrt(x); }
+LD_HD float ld_sqrt(float x) { return host_math::sqrt(x); }
+LD_HD double ld_exp(double x) { return host_math::exp(x); }
+LD_HD float ld_exp(float x) { return host_math::exp(x); }
+#endif
 
 // x >= 0 in the units of A (A = a for s, A = a / s_scale for r2). Returns phi and dphi/dx.
 template <class T>
