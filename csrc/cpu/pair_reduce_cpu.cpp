@@ -339,8 +339,7 @@ void eval_tile(const KernelParams& p, const T* __restrict R, T* __restrict F, T*
   }
   for (int e = 0; e < count; ++e) F[e] = DF[e] = T(0);
   for (int s = 0; s < p.n_params; ++s) {
-    KernelParams q;  // only the entries a one-scale functor reads
-    q.kernel = p.kernel;
+    KernelParams q = p;  // a fully initialised copy, reduced to one scale
     q.n_params = 1;
     q.params[0] = p.params[s];
 #pragma omp simd
