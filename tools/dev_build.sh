@@ -11,5 +11,6 @@ shift || true
 cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DLATENTDIV_CUDA=${LATENTDIV_CUDA:-OFF} \
   -Dpybind11_DIR="$("$PYTHON" -m pybind11 --cmakedir)" -DPython_EXECUTABLE="$(command -v "$PYTHON")" "$@" >/dev/null
 cmake --build "$BUILD" -j 2
-cp "$BUILD"/_C*.so python/latentdiv/
+# Copy then rename: a running Python that has the old module mapped keeps its (unchanged) file.
+for so in "$BUILD"/_C*.so; do cp "$so" "python/latentdiv/.$(basename "$so").tmp" && mv -f "python/latentdiv/.$(basename "$so").tmp" "python/latentdiv/$(basename "$so")"; done
 echo "built $(ls python/latentdiv/_C*.so)"
