@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "binding_args.h"
 #include "latentdiv/engine.h"
 #include "latentdiv/kernels.h"
 
@@ -24,18 +25,6 @@ namespace {
 constexpr int kDeviceCpu = 0;
 constexpr int kDeviceCuda = 1;
 
-KernelParams make_kernel(int kernel, const std::vector<double>& params) {
-  KernelParams k{};
-  k.kernel = kernel;
-  k.n_params = static_cast<std::int32_t>(params.size());
-  if (params.size() > static_cast<std::size_t>(kMaxKernelParams)) {
-    throw py::value_error("kernel params: at most " + std::to_string(kMaxKernelParams) + " values, got " +
-                          std::to_string(params.size()));
-  }
-  for (std::size_t i = 0; i < params.size(); ++i) k.params[i] = params[i];
-  return k;
-}
-
 int pair_reduce(int device, int isa, int mode, int dtype, std::uintptr_t x,  // [n, d]
                 std::uintptr_t y,                                           // [m, d]
                 std::uintptr_t wx,                                          // [n] or 0
@@ -46,24 +35,8 @@ int pair_reduce(int device, int isa, int mode, int dtype, std::uintptr_t x,  // 
                 std::uintptr_t workspace,                                   // CUDA scratch or 0
                 std::int64_t n, std::int64_t m, std::int64_t d, bool self_pairs, bool exclude_diagonal,
                 int num_threads, int kernel, const std::vector<double>& params, std::uintptr_t stream) {
-  PairArgs a{};
-  a.x = reinterpret_cast<const void*>(x);
-  a.y = reinterpret_cast<const void*>(y);
-  a.wx = reinterpret_cast<const void*>(wx);
-  a.wy = reinterpret_cast<const void*>(wy);
-  a.out_rows = reinterpret_cast<double*>(out_rows);
-  a.out_total = reinterpret_cast<double*>(out_total);
-  a.out_grad = reinterpret_cast<void*>(out_grad);
-  a.workspace = reinterpret_cast<void*>(workspace);
-  a.n = n;
-  a.m = m;
-  a.d = d;
-  a.dtype = dtype;
-  a.mode = mode;
-  a.self_pairs = self_pairs ? 1 : 0;
-  a.exclude_diagonal = exclude_diagonal ? 1 : 0;
-  a.num_threads = num_threads;
-  a.kernel = make_kernel(kernel, params);
+  const PairArgs a = binding::make_pair_args(mode, dtype, x, y, wx, wy, out_rows, out_total, out_grad, workspace, n,
+                                             m, d, self_pairs, exclude_diagonal, num_threads, kernel, params);
   py::gil_scoped_release release;
   if (device == kDeviceCpu) return pair_reduce_cpu(a, static_cast<CpuIsa>(isa));
 #if defined(LATENTDIV_WITH_CUDA)
@@ -79,15 +52,7 @@ int pdist_call(bool backward, int device, int isa, int dtype, std::uintptr_t x, 
                std::uintptr_t dist,                                              // [n(n-1)/2] or 0
                std::uintptr_t out,  // forward [n(n-1)/2], backward [n, d]
                std::int64_t n, std::int64_t d, int num_threads, std::uintptr_t stream) {
-  PdistArgs a{};
-  a.x = reinterpret_cast<const void*>(x);
-  a.grad_out = reinterpret_cast<const void*>(grad_out);
-  a.dist = reinterpret_cast<const void*>(dist);
-  a.out = reinterpret_cast<void*>(out);
-  a.n = n;
-  a.d = d;
-  a.dtype = dtype;
-  a.num_threads = num_threads;
+  const PdistArgs a = binding::make_pdist_args(dtype, x, grad_out, dist, out, n, d, num_threads);
   py::gil_scoped_release release;
   if (device == kDeviceCpu) {
     return backward ? pdist_backward_cpu(a, static_cast<CpuIsa>(isa)) : pdist_cpu(a, static_cast<CpuIsa>(isa));

@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "binding_args.h"
 #include "cuda/schedule.h"
 #include "latentdiv/engine.h"
 #include "latentdiv/kernels.h"
@@ -153,29 +154,9 @@ int py_emulate_pair_reduce(int mode, int dtype, std::uintptr_t x,  // [n, d]
                            std::size_t workspace_bytes, std::int64_t n, std::int64_t m, std::int64_t d,
                            bool self_pairs, bool exclude_diagonal, int kernel, const std::vector<double>& params,
                            bool reverse_threads) {
-  if (params.size() > static_cast<std::size_t>(kMaxKernelParams)) {
-    throw py::value_error("kernel params: at most " + std::to_string(kMaxKernelParams) + " values");
-  }
-  PairArgs a{};
-  a.x = reinterpret_cast<const void*>(x);
-  a.y = reinterpret_cast<const void*>(y);
-  a.wx = reinterpret_cast<const void*>(wx);
-  a.wy = reinterpret_cast<const void*>(wy);
-  a.out_rows = reinterpret_cast<double*>(out_rows);
-  a.out_total = reinterpret_cast<double*>(out_total);
-  a.out_grad = reinterpret_cast<void*>(out_grad);
-  a.workspace = reinterpret_cast<void*>(workspace);
-  a.n = n;
-  a.m = m;
-  a.d = d;
-  a.dtype = dtype;
-  a.mode = mode;
-  a.self_pairs = self_pairs ? 1 : 0;
-  a.exclude_diagonal = exclude_diagonal ? 1 : 0;
-  a.num_threads = 1;
-  a.kernel.kernel = kernel;
-  a.kernel.n_params = static_cast<std::int32_t>(params.size());
-  for (std::size_t i = 0; i < params.size(); ++i) a.kernel.params[i] = params[i];
+  // One thread: the emulator runs every CUDA thread of a block itself.
+  const PairArgs a = binding::make_pair_args(mode, dtype, x, y, wx, wy, out_rows, out_total, out_grad, workspace, n,
+                                             m, d, self_pairs, exclude_diagonal, 1, kernel, params);
   py::gil_scoped_release release;
   return emulate_pair_reduce(a, workspace_bytes, reverse_threads);
 }
@@ -185,15 +166,7 @@ int py_emulate_pdist(bool backward, int dtype, std::uintptr_t x,  // [n, d]
                      std::uintptr_t dist,                         // [n(n-1)/2] or 0
                      std::uintptr_t out,                          // forward [n(n-1)/2], backward [n, d]
                      std::int64_t n, std::int64_t d, bool reverse_threads) {
-  PdistArgs a{};
-  a.x = reinterpret_cast<const void*>(x);
-  a.grad_out = reinterpret_cast<const void*>(grad_out);
-  a.dist = reinterpret_cast<const void*>(dist);
-  a.out = reinterpret_cast<void*>(out);
-  a.n = n;
-  a.d = d;
-  a.dtype = dtype;
-  a.num_threads = 1;
+  const PdistArgs a = binding::make_pdist_args(dtype, x, grad_out, dist, out, n, d, 1);
   py::gil_scoped_release release;
   const Status s = validate(a, backward);
   if (s != kOk) return s;
