@@ -215,3 +215,45 @@ def test_special_values(isa):
         xn = x.clone()
         xn[0, 0] = float("nan")
         assert torch.isnan(latentdiv.pairwise_sum(xn, kernel="gaussian"))
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("d", [5, 65])
+def test_bit_identical_at_any_address(isa, dtype, d):
+    """The same values at other addresses (input views at every offset of a vector, outputs and scratch
+    wherever the allocator puts them) give the same bits. Regression: a product summed in a loop that
+    GCC versions at run time (aliasing / alignment) used to round differently in the scalar and the
+    vector version, so the AVX-512 variant's float64 rows and gradients changed in the last bit with
+    heap addresses."""
+    ops = torch.ops.latentdiv
+    n = 45
+    base = _points(n, d, 11, dtype)
+    w = torch.rand(n, generator=torch.Generator().manual_seed(3), dtype=torch.float64).to(dtype) + 0.5
+    lanes = 64 // base.element_size()
+
+    def run(x, wx):
+        out = []
+        for kid, params in ((0, [0.5]), (2, [1.0, 3.0]), (3, [1.0]), (1, [0.7])):
+            out.append(ops.pair_rows(x, None, None, kid, params, False))
+            out.append(ops.pair_grad(x, None, None, kid, params, False))
+            out.append(ops.pair_sum(x, None, wx, None, kid, params, False))
+            out.append(ops.pair_sum(x, x, wx, None, kid, params, False))  # two-sample form: sum_i wx_i rows_i
+        out.append(ops.pdist(x))
+        return out
+
+    with _isa(isa):
+        want = run(base, w)
+        junk = []
+        for rep in range(3):
+            for off in range(lanes):
+                storage = torch.empty(off * d + n * d + 7, dtype=dtype)
+                x = storage[off * d: off * d + n * d].view(n, d)
+                x.copy_(base)
+                wst = torch.empty(off + n, dtype=dtype)
+                wx = wst[off:]
+                wx.copy_(w)
+                junk.append(torch.empty(1 + 37 * (off + rep), dtype=torch.uint8))  # moves the heap
+                got = run(x, wx)
+                for a, b in zip(got, want):
+                    assert torch.equal(a, b), f"offset {off}, repeat {rep}"

@@ -135,6 +135,22 @@ constexpr int panel_cols() {  // kNR: two vectors of columns per panel
   return 2 * lanes<T>();
 }
 
+// a * b + c, spelled out: one rounding (FMA) in the variants that have FMA, two in the baseline.
+// Why not write a * b + c: GCC contracts that into an FMA after vectorization, so in a loop that it
+// vectorizes with a scalar fallback chosen at run time (after an aliasing check, or peeling for the
+// alignment of a caller's pointer) the scalar iterations use an FMA and the vectorized in-order
+// reduction does not: the bits then depended on heap addresses (1-ulp nondeterminism of the AVX-512
+// variant, found under core contention; tests/test_determinism.py). Every product that feeds a
+// sum in a loop over data of run-time length goes through mul_add.
+template <class T>
+inline T mul_add(T a, T b, T c) {
+#if defined(__FMA__)
+  return std::fma(a, b, c);
+#else
+  return a * b + c;
+#endif
+}
+
 // Below this fraction of |x|^2 + |y|^2, r2 is recomputed from direct differences (see the header).
 constexpr double kDirectBelow = 1.0 / 8.0;
 
@@ -171,7 +187,7 @@ T squared_distance(const T* xi,  // [d]
   T acc = T(0);
   for (index_t k = 0; k < d; ++k) {
     const T diff = xi[k] - yj[k];
-    acc += diff * diff;
+    acc = mul_add(diff, diff, acc);
   }
   return acc;
 }
@@ -227,7 +243,7 @@ void pack(Packed<T>& P, const T* src,         // [rows, d]
     for (index_t k = 0; k < d; ++k) {
       const T v = src[i * d + k] - s[k];
       rm[i * dp + k] = v;
-      n2 += static_cast<double>(v) * static_cast<double>(v);
+      n2 = mul_add(static_cast<double>(v), static_cast<double>(v), n2);
       if (with_panels) pn[(i / NR) * d * NR + k * NR + (i % NR)] = v;
     }
     nrm[i] = static_cast<T>(n2);
@@ -553,7 +569,7 @@ void pair_reduce_impl(const PairArgs& a) {
           const T* xr = X.rowmajor.get() + (i0 + r) * dp;
           const double* g = G.data() + r * dp;
           T* o = out + (i0 + r) * d;
-          for (index_t k = 0; k < d; ++k) o[k] = static_cast<T>(static_cast<double>(xr[k]) * srow - g[k]);
+          for (index_t k = 0; k < d; ++k) o[k] = static_cast<T>(mul_add(static_cast<double>(xr[k]), srow, -g[k]));
         }
       }
     }
@@ -562,7 +578,7 @@ void pair_reduce_impl(const PairArgs& a) {
   if (value) {
     const T* wx = static_cast<const T*>(a.wx);  // [n] or nullptr
     double total = 0.0;
-    for (index_t i = 0; i < n; ++i) total += wx != nullptr ? static_cast<double>(wx[i]) * rows[i] : rows[i];
+    for (index_t i = 0; i < n; ++i) total = wx != nullptr ? mul_add(static_cast<double>(wx[i]), rows[i], total) : total + rows[i];
     *a.out_total = total;
   }
 }
@@ -680,7 +696,7 @@ void pdist_backward(const PdistArgs& a) {
         const T* xr = X.rowmajor.get() + (i0 + r) * dp;
         const double* gr = G.data() + r * dp;
         T* o = out + (i0 + r) * d;
-        for (index_t k = 0; k < d; ++k) o[k] = static_cast<T>(static_cast<double>(xr[k]) * srow - gr[k]);
+        for (index_t k = 0; k < d; ++k) o[k] = static_cast<T>(mul_add(static_cast<double>(xr[k]), srow, -gr[k]));
       }
     }
   }
