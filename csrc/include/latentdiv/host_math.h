@@ -8,9 +8,10 @@
 //   exp: NaN -> NaN, +inf -> +inf, large positive -> +inf, large negative (incl. -inf) -> 0.
 //   sqrt: NaN -> NaN, negative -> NaN, +-0 -> 0 (sign kept), +inf -> +inf.
 // Accuracy (tests/test_isa.py checks the kernels against float64): float exp <= 2 ulp, double exp
-// <= 2 ulp on the normal range (Cody-Waite reduction + Taylor polynomial on |r| <= ln2/2); sqrt by a
-// Newton iteration on rsqrt finished with a residual correction: float <= 1 ulp (computed in
-// double), double <= 2 ulp.
+// <= 2 ulp on the normal range (Cody-Waite reduction + Taylor polynomial on |r| <= ln2/2). sqrt: the
+// hardware instruction when built with -fno-math-errno (the CPU variants are), else a Newton
+// iteration on rsqrt finished with a residual correction: float <= 1 ulp (computed in double),
+// double <= 2 ulp.
 //
 // Device code never includes this path (kernels.h selects it under !__CUDA_ARCH__ only).
 #pragma once
@@ -121,6 +122,12 @@ inline double rsqrt_newton(double d) {
   return y;
 }
 
+#if defined(__NO_MATH_ERRNO__) && (defined(__GNUC__) || defined(__clang__))
+// Built with -fno-math-errno (the CPU schedule's variants, CMakeLists.txt): the compiler emits the
+// IEEE square-root instruction, correctly rounded and vectorized, with sqrt's IEEE special cases.
+inline float sqrt(float x) { return __builtin_sqrtf(x); }
+inline double sqrt(double x) { return __builtin_sqrt(x); }
+#else
 inline float sqrt(float x) {
   // In double: d * rsqrt(d) is within ~2^-50 of sqrt(d), so rounding it to float is the correctly
   // rounded float sqrt except in (unobserved) near-halfway cases, where it is off by 1 ulp.
@@ -151,6 +158,7 @@ inline double sqrt(double x) {
   v = x < 0.0 ? std::numeric_limits<double>::quiet_NaN() : v;
   return v;
 }
+#endif  // __NO_MATH_ERRNO__
 
 }  // namespace host_math
 }  // namespace latentdiv
