@@ -48,14 +48,32 @@ def _usable_variants():
         return ["baseline"]
 
 
+def _assert_no_shared_weak_code(obj: Path, variant: str) -> None:
+    """Each ISA variant is compiled with its own -m flags, but inline functions of the shared headers
+    (host_math, the functors, std:: templates) would become weak symbols that the linker merges
+    across variants: the baseline variant could then call an AVX-512 copy (SIGILL on older CPUs) or
+    the AVX-512 variant a baseline one (other bits). Everything must be inlined or file-local."""
+    nm = shutil.which("nm")
+    if nm is None:
+        return
+    out = subprocess.run([nm, "-C", str(obj)], capture_output=True, text=True, check=True).stdout
+    weak = [ln for ln in out.splitlines() if ln.split()[-2:-1] and ln.split()[1] in ("W", "V", "u")
+            and "DW.ref.__gxx_personality_v0" not in ln]
+    assert not weak, f"{variant}: weak symbols shared across ISA variants: {weak[:10]}"
+
+
 @pytest.mark.skipif(CXX is None or not CSRC.is_dir(), reason="needs a C++ compiler and the csrc/ tree")
 @pytest.mark.parametrize("variant", _usable_variants())
 def test_scratch_placement_does_not_change_bits(variant, tmp_path):
-    exe = tmp_path / f"repeat_driver_{variant}"
-    cmd = [CXX, "-O3", "-std=c++17", "-fopenmp", "-fno-trapping-math", *VARIANT_FLAGS[variant],
-           f"-DLD_ISA_NS=cpu_{variant}", f"-I{CSRC / 'include'}",
-           str(CSRC / "cpu" / "pair_reduce_cpu.cpp"), str(CSRC / "cpu" / "validate.cpp"), str(DRIVER), "-o", str(exe)]
-    build = subprocess.run(cmd, capture_output=True, text=True)
+    obj, exe = tmp_path / f"schedule_{variant}.o", tmp_path / f"repeat_driver_{variant}"
+    flags = ["-O3", "-std=c++17", "-fopenmp", "-fno-trapping-math", "-fno-math-errno", *VARIANT_FLAGS[variant],
+             f"-DLD_ISA_NS=cpu_{variant}", f"-I{CSRC / 'include'}"]
+    build = subprocess.run([CXX, *flags, "-c", str(CSRC / "cpu" / "pair_reduce_cpu.cpp"), "-o", str(obj)],
+                           capture_output=True, text=True)
+    assert build.returncode == 0, build.stderr[-3000:]
+    _assert_no_shared_weak_code(obj, variant)
+    build = subprocess.run([CXX, *flags, str(obj), str(CSRC / "cpu" / "validate.cpp"), str(DRIVER), "-o", str(exe)],
+                           capture_output=True, text=True)
     assert build.returncode == 0, build.stderr[-3000:]
     run = subprocess.run([str(exe), "16"], capture_output=True, text=True, timeout=300, check=True)
     lines = [ln.split() for ln in run.stdout.strip().splitlines()]

@@ -200,6 +200,25 @@ def test_pdist_and_backward_match_reference(isa, n, d):
 
 
 @pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_pdist_backward_far_duplicates_and_float32(isa, dtype):
+    """Pairs far left of the diagonal (the backward's column-major fast path) with exact duplicates
+    there (d_ij = 0: zero subgradient) and a ragged last block, in both dtypes."""
+    n, d = 203, 8
+    x = _points(n, d, 9)
+    x[150] = x[3]
+    x[201] = x[40]
+    w = torch.linspace(-1.0, 2.0, n * (n - 1) // 2, dtype=torch.float64)
+    with _isa(isa):
+        v, g = _value_and_grads(lambda a: (latentdiv.pdist(a) * w.to(dtype)).sum(), [x.to(dtype)])
+    ve, ge = _value_and_grads(lambda a: (reference.pdist(a) * w).sum(), [x])
+    tol = 1e-9 if dtype == torch.float64 else 2e-5
+    _close(v.double(), ve, tol, f"{isa} pdist value")
+    _close(g[0].double(), ge[0], tol, f"{isa} pdist grad")
+    assert torch.isfinite(g[0]).all()
+
+
+@pytest.mark.parametrize("isa", ISAS)
 def test_special_values(isa):
     """NaN propagates, huge distances give exactly 0 for the decaying kernels (exp underflow), and
     self pairs of exact duplicates give r2 = 0 exactly (energy = 0, no NaN gradient)."""
