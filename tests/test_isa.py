@@ -300,3 +300,68 @@ def test_underflowing_kernel_values_and_the_callers_fp_state(isa):
     _close(sg.double(), rsg, 1e-4, "self grad")
     tiny = torch.tensor([1e-38], dtype=torch.float32) * 0.01  # this thread still has gradual underflow
     assert tiny.item() > 0.0
+
+
+def _emulated_scalar_functor(mode, x, y, kernel_id, params):
+    """Rows (VALUE) or gradient (GRAD) from the CUDA schedule's host emulation: it evaluates the
+    functor element by element (scalar cw_phi_of_r2), with r2 from direct differences."""
+    C = _ext._C
+    n, d = x.shape
+    rows = torch.full((n,), float("nan"), dtype=torch.float64)
+    total = torch.full((), float("nan"), dtype=torch.float64)
+    grad = torch.full_like(x, float("nan"))
+    nbytes = C.emulate_cuda_workspace_bytes(n, mode)
+    ws = torch.full((max(nbytes // 8, 1),), float("nan"), dtype=torch.float64)
+    status = C.emulate_cuda_pair_reduce(
+        mode=mode, dtype=_ext.dtype_code(x), x=x.data_ptr(), y=y.data_ptr(), wx=0, wy=0,
+        out_rows=rows.data_ptr(), out_total=total.data_ptr(), out_grad=grad.data_ptr(),
+        workspace=ws.data_ptr(), workspace_bytes=nbytes, n=n, m=y.shape[0], d=d, self_pairs=False,
+        exclude_diagonal=False, kernel=kernel_id, params=list(params), reverse_threads=False)
+    assert status == 0
+    return rows if mode == _ext.MODE_VALUE else grad
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("dim", [1, 2, 64])  # 1: the exp kind; 2: 30 coefficients (odd step count); 64: 11
+def test_cramer_wold_tile_matches_scalar_functor(isa, dtype, dim):
+    """The CPU schedule evaluates the exact Cramer-Wold kernel by its own tile evaluator (coefficients
+    outside, elements inside); the CUDA schedule by the scalar functor. One column y = 0 and rows
+    x = +-v (1-D, centre exactly 0) give r2 = v^2 exactly in both schedules, so rows[i] = f(v_i^2) and
+    grad[i] = 2 f'(v_i^2) v_i element by element: tiles mixing r2 = 0, normal values over s = 1e-8 ..
+    1e8, and r2 = +inf (v^2 overflows: f = f' = 0, no NaN). The baseline variant has no FMA, like the
+    emulation: same formulas in the same order give the same bits. With FMA: a few ulp."""
+    huge = 1e30 if dtype == torch.float32 else 1e200
+    v = [0.0, huge] + torch.logspace(-4, 4, 41, dtype=torch.float64).tolist() + [huge, 3.0, huge]
+    x = torch.tensor([s * u for u in v for s in (1.0, -1.0)][1:], dtype=dtype).reshape(-1, 1)  # one 0 only
+    acc = 0.0
+    for u in x.double().flatten().tolist():  # the engine's centre: a running sum in double, here 0
+        acc += u
+        assert acc == 0.0 or acc == u
+    y = torch.zeros(1, 1, dtype=dtype)
+    spec = get_kernel("cramer_wold")
+    params = spec.make_params(1.0, dim, {"gamma": 0.3})
+    with _isa(isa):
+        rows = torch.ops.latentdiv.pair_rows(x, y, None, spec.kernel_id, list(params), False)
+        grad = torch.ops.latentdiv.pair_grad(x, y, None, spec.kernel_id, list(params), False)
+    want_rows = _emulated_scalar_functor(_ext.MODE_VALUE, x, y, spec.kernel_id, params)
+    want_grad = _emulated_scalar_functor(_ext.MODE_GRAD, x, y, spec.kernel_id, params)
+    inf_r2 = x.abs().squeeze(1) == huge
+    assert inf_r2.sum() == 6
+    assert torch.equal(rows[inf_r2], torch.zeros(6, dtype=torch.float64))
+    assert torch.equal(grad[inf_r2], torch.zeros(6, 1, dtype=dtype))
+    assert torch.isfinite(rows).all() and torch.isfinite(grad).all()
+    assert rows[0].item() == pytest.approx(1.0, rel=1e-6) and grad[0].item() == 0.0  # r2 = 0: phi(0) = 1
+    # NaN stays NaN (the functor's clamp to r2 >= 0 must not turn it into r2 = 0, f = 1)
+    xn = x.clone()
+    xn[3, 0] = float("nan")
+    with _isa(isa):
+        assert torch.isnan(torch.ops.latentdiv.pair_rows(xn, y, None, spec.kernel_id, list(params), False)[3])
+        assert torch.isnan(torch.ops.latentdiv.pair_grad(xn, y, None, spec.kernel_id, list(params), False)[3]).all()
+    if isa == "baseline":
+        assert torch.equal(rows, want_rows)
+        assert torch.equal(grad, want_grad)
+    else:
+        eps = torch.finfo(dtype).eps
+        torch.testing.assert_close(rows, want_rows, rtol=8 * eps, atol=0)
+        torch.testing.assert_close(grad, want_grad, rtol=8 * eps, atol=0)

@@ -13,7 +13,8 @@
 //        the cancellation of the dot form could matter (near-duplicates, the diagonal of self pairs),
 //        r2 is recomputed from direct differences of the unshifted inputs: exact duplicates give
 //        r2 = 0 exactly, and sqrt-based kernels (energy, laplacian) stay accurate at small r;
-//     3. the functor over the tile (generic: a loop over the tile calling K::eval under omp simd);
+//     3. the functor over the tile (generic: a loop over the tile calling K::eval under omp simd;
+//        sums over scales: one such loop per scale; the exact Cramer-Wold kernel: its own tile evaluator);
 //     4. VALUE: row sums in double (float lanes over 4 panels first, for float).
 //        GRAD: c_ij = 2 w_j f'(r2_ij); sum_j c_ij (x_i - y_j) =
 //        x_i sum_j c_ij - sum_j c_ij y_j, the second term a (kMR x kNR) x (kNR x dp) GEMM micro-kernel
@@ -42,6 +43,7 @@
 #include <cstring>
 #include <memory>
 #include <new>
+#include <type_traits>
 #include <vector>
 
 #include "latentdiv/engine.h"
@@ -368,23 +370,106 @@ struct SumOverScales<Imq> {
   static constexpr bool value = true;
 };
 
-template <class K, class T>
-void eval_tile(const KernelParams& p, const T* __restrict R, T* __restrict F, T* __restrict DF, int count) {
-  if (!SumOverScales<K>::value) {
-    eval_tile_generic<K>(p, R, F, DF, count);
+// The exact Cramer-Wold functor (cw_phi.h) runs a Clenshaw loop over its N coefficients: a run-time
+// trip count inside the per-element loop, which GCC does not vectorize (the generic tile ran at ~7%
+// of the SGEMM rate). Its CPU tile evaluator turns the loops inside out: coefficients outside, the
+// tile's elements inside, each inner loop a fixed-length loop over aligned per-element state that
+// omp simd vectorizes. Two Clenshaw steps per pass over the state halve its loads and stores.
+// Per element the arithmetic is cw_phi_of_r2's (same formulas, same order of operations, so the same
+// bits where the contraction into FMA is the same; tests/test_isa.py compares with the scalar functor
+// of the CUDA schedule's emulation), including clamp, kind = exp (D = 1) and the NaN / inf rules.
+template <class T, int Count>
+void cw_exact_tile(const KernelParams& p, const T* __restrict R, T* __restrict F, T* __restrict DF) {
+  const double* params = p.params;
+  if (static_cast<int>(params[1]) == kCwPhiKindExp) {
+    const T sc = T(params[0]);
+#pragma omp simd
+    for (int e = 0; e < Count; ++e) {
+      const T r2 = cw_detail::clamp_nonneg(R[e]);
+      const T f = cw_detail::ld_exp(-sc * r2);
+      F[e] = f;
+      DF[e] = -sc * f;
+    }
     return;
   }
-  for (int e = 0; e < count; ++e) F[e] = DF[e] = T(0);
-  for (int s = 0; s < p.n_params; ++s) {
-    KernelParams q = p;  // a fully initialised copy, reduced to one scale
-    q.n_params = 1;
-    q.params[0] = p.params[s];
+  int n = static_cast<int>(params[5]);
+  if (n > p.n_params - kCwPhiHeader) n = p.n_params - kCwPhiHeader;
+  const double* c = params + kCwPhiHeader;
+  const T A = T(params[4]);  // a / s_scale: r2 units
+  // Per element: 1 / (x + A), w, t and the Clenshaw state b_{k+1}, b_{k+2} and their t-derivatives.
+  alignas(kAlign) T inv[Count], w[Count], t[Count], b1[Count], b2[Count], d1[Count], d2[Count];
 #pragma omp simd
-    for (int e = 0; e < count; ++e) {
-      T f, df;
-      K::eval(q, R[e], f, df);
-      F[e] += f;
-      DF[e] += df;
+  for (int e = 0; e < Count; ++e) {
+    const T x = cw_detail::clamp_nonneg(R[e]);
+    inv[e] = T(1) / (x + A);
+    w[e] = A * inv[e];
+    t[e] = T(1) - T(2) * w[e];
+    b1[e] = b2[e] = d1[e] = d2[e] = T(0);
+  }
+  int k = n - 1;
+  for (; k >= 2; k -= 2) {  // steps k and k - 1
+    const T ck = T(c[k]), ck1 = T(c[k - 1]);
+#pragma omp simd
+    for (int e = 0; e < Count; ++e) {
+      const T t2 = t[e] + t[e];
+      const T b0 = ck + t2 * b1[e] - b2[e];
+      const T d0 = T(2) * b1[e] + t2 * d1[e] - d2[e];
+      const T bm = ck1 + t2 * b0 - b1[e];
+      const T dm = T(2) * b0 + t2 * d0 - d1[e];
+      b2[e] = b0;
+      b1[e] = bm;
+      d2[e] = d0;
+      d1[e] = dm;
+    }
+  }
+  if (k == 1) {  // an odd number of steps: the last one
+    const T ck = T(c[1]);
+#pragma omp simd
+    for (int e = 0; e < Count; ++e) {
+      const T t2 = t[e] + t[e];
+      const T b0 = ck + t2 * b1[e] - b2[e];
+      const T d0 = T(2) * b1[e] + t2 * d1[e] - d2[e];
+      b2[e] = b1[e];
+      b1[e] = b0;
+      d2[e] = d1[e];
+      d1[e] = d0;
+    }
+  }
+  const T c0 = n > 0 ? T(c[0]) : T(0);
+#pragma omp simd
+  for (int e = 0; e < Count; ++e) {
+    const T g = c0 + t[e] * b1[e] - b2[e];
+    const T gt = b1[e] + t[e] * d1[e] - d2[e];
+    const T sw = cw_detail::ld_sqrt(w[e]);
+    F[e] = sw * g;
+    DF[e] = sw * inv[e] * (T(2) * w[e] * gt - T(0.5) * g);
+  }
+}
+
+// The functor over one tile of kMR x kNR r2 values. Kernels get the generic loop or, if they are sums
+// over scales, one pass per scale; a kernel may add its own tile evaluator (optional: only a kernel
+// whose functor does not vectorize as a per-element call needs one; the CUDA schedule always uses
+// the scalar functor).
+template <class K, class T>
+void eval_tile(const KernelParams& p, const T* __restrict R, T* __restrict F, T* __restrict DF) {
+  constexpr int count = kMR * panel_cols<T>();
+  if constexpr (std::is_same<K, CramerWoldExact>::value) {
+    cw_exact_tile<T, count>(p, R, F, DF);
+  } else if constexpr (!SumOverScales<K>::value) {
+    eval_tile_generic<K>(p, R, F, DF, count);
+  } else {
+    for (int e = 0; e < count; ++e) F[e] = DF[e] = T(0);
+    for (int s = 0; s < p.n_params; ++s) {
+      KernelParams q = p;  // a fully initialised copy, reduced to one scale
+      q.n_params = 1;
+      q.params[0] = p.params[s];
+#pragma omp simd
+      for (int e = 0; e < count; ++e) {
+        T f, df;
+        K::eval(q, R[e], f, df);
+        F[e] += f;
+        DF[e] += df;
+      }
     }
   }
 }
@@ -535,7 +620,7 @@ void pair_reduce_impl(const PairArgs& a) {
       std::fill(G.begin(), G.end(), 0.0);
       for (index_t j0 = triangle ? i0 / NR * NR : 0; j0 < m; j0 += NR) {
         if (const unsigned mask = r2_tile(X, i0, Y, j0, R)) r2_fix(X, i0, Y, j0, R, mask);
-        eval_tile<K>(p, R, F, DF, kMR * NR);
+        eval_tile<K>(p, R, F, DF);
         const T* w = Y.weights.get() + j0;  // [kNR], 0 on padding columns
         const bool diag_tile = self && i0 < j0 + NR && j0 < i0 + kMR;
         if (value) {

@@ -16,6 +16,10 @@
 //
 //   dphi/ds = sqrt(w) / (s + a) * (2 w g'(t) - g(t) / 2).
 //
+// The CPU schedule does not call cheb_eval per element (a run-time trip count inside its tile loop
+// does not vectorize): cw_exact_tile in cpu/pair_reduce_cpu.cpp runs the same formulas in the same
+// order with the coefficient loop outside; keep the two in step (tests/test_isa.py compares them).
+//
 // D = 1 is exactly phi_1(s) = e^{-s}, whose exponential decay no s^{-1/2} form can carry to 1e-6
 // relative accuracy: it has its own kind (no coefficients).
 //
