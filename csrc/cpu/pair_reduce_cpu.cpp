@@ -44,6 +44,7 @@
 #include <memory>
 #include <new>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "latentdiv/engine.h"
@@ -97,9 +98,16 @@ template <class T>
 inline V<T> vload(const T* p) {  // p aligned to kVecBytes
   return *reinterpret_cast<const V<T>*>(p);
 }
+template <class T, std::size_t... I>
+inline V<T> splat(T s, std::index_sequence<I...>) {
+  return V<T>{((void)I, s)...};
+}
+// One value in every lane: a single (memory-operand) broadcast instruction. Not `V<T>{} + s`: without
+// -ffast-math 0 + s is not s (for s = -0), so that form costs a scalar add and a register broadcast
+// per use, which was a third of the instructions of the GEMM and dot micro-kernels.
 template <class T>
 inline V<T> vbroadcast(T s) {
-  return V<T>{} + s;  // GCC/Clang: scalar operand broadcast
+  return splat<T>(s, std::make_index_sequence<kVecBytes / sizeof(T)>());
 }
 #else
 // Portable fallback (e.g. MSVC): a plain array with the few operators used; the compiler may or may
