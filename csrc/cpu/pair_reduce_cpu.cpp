@@ -125,6 +125,11 @@ struct V {
     for (std::size_t l = 0; l < kVecBytes / sizeof(T); ++l) r.v[l] = a.v[l] * b.v[l];
     return r;
   }
+  friend V operator-(const V& a, const V& b) {
+    V r;
+    for (std::size_t l = 0; l < kVecBytes / sizeof(T); ++l) r.v[l] = a.v[l] - b.v[l];
+    return r;
+  }
   T operator[](std::size_t l) const { return v[l]; }
 };
 template <class T>
@@ -300,42 +305,14 @@ void pack(Packed<T>& P, const T* src,         // [rows, d]
 }
 
 // ---- micro-kernels ----------------------------------------------------------------------------------
-// Dot products of kMR shifted rows with one panel of kNR shifted columns, then r2 into R [kMR][kNR].
-// Returns a bit mask of the rows with an entry below the direct-difference threshold.
-template <class T>
-unsigned r2_tile(const Packed<T>& X, index_t i0, const Packed<T>& Y, index_t j0, T* R) {
+// kMR x kNR sums over k < d held in vector registers (broadcast x, load y): the dot products x.y
+// (Direct = false) or the squared differences sum_k (x_k - y_k)^2 in k order (Direct = true).
+template <bool Direct, class T>
+void tile_sums(const T* xr, index_t xs,  // [kMR, xs] rows of x
+               const T* yp,              // [d, kNR] a panel of y
+               index_t d, V<T>* acc0, V<T>* acc1) {  // [kMR] each: columns 0 .. L-1, L .. 2L-1
   constexpr int L = lanes<T>();
   constexpr int NR = panel_cols<T>();
-  const index_t d = X.d, dp = X.dp;
-  if (X.direct) {
-    // sum_k (x_k - y_k)^2 in k order per entry: exact zeros for duplicates, relative accuracy for
-    // near-duplicates, nothing to fix up.
-    const T* xr = X.raw_rows.get() + i0 * d;              // [kMR, d]
-    const T* yp = Y.raw_panels.get() + (j0 / NR) * d * NR;  // [d, kNR]
-    V<T> acc0[kMR], acc1[kMR];
-    for (int r = 0; r < kMR; ++r) {
-      acc0[r] = vbroadcast(T(0));
-      acc1[r] = vbroadcast(T(0));
-    }
-    for (index_t k = 0; k < d; ++k) {
-      const V<T> y0 = vload(yp + k * NR);
-      const V<T> y1 = vload(yp + k * NR + L);
-      for (int r = 0; r < kMR; ++r) {
-        const V<T> xb = vbroadcast(xr[r * d + k]);
-        const V<T> e0 = xb - y0, e1 = xb - y1;
-        acc0[r] += e0 * e0;
-        acc1[r] += e1 * e1;
-      }
-    }
-    for (int r = 0; r < kMR; ++r) {
-      std::memcpy(R + r * NR, &acc0[r], sizeof(T) * L);
-      std::memcpy(R + r * NR + L, &acc1[r], sizeof(T) * L);
-    }
-    return 0u;
-  }
-  const T* xr = X.rowmajor.get() + i0 * dp;         // [kMR, dp]
-  const T* yp = Y.panels.get() + (j0 / NR) * d * NR;  // [d, kNR]
-  V<T> acc0[kMR], acc1[kMR];
   for (int r = 0; r < kMR; ++r) {
     acc0[r] = vbroadcast(T(0));
     acc1[r] = vbroadcast(T(0));
@@ -344,11 +321,38 @@ unsigned r2_tile(const Packed<T>& X, index_t i0, const Packed<T>& Y, index_t j0,
     const V<T> y0 = vload(yp + k * NR);
     const V<T> y1 = vload(yp + k * NR + L);
     for (int r = 0; r < kMR; ++r) {
-      const V<T> xb = vbroadcast(xr[r * dp + k]);
-      acc0[r] += xb * y0;
-      acc1[r] += xb * y1;
+      const V<T> xb = vbroadcast(xr[r * xs + k]);
+      if constexpr (Direct) {
+        const V<T> e0 = xb - y0, e1 = xb - y1;
+        acc0[r] += e0 * e0;
+        acc1[r] += e1 * e1;
+      } else {
+        acc0[r] += xb * y0;
+        acc1[r] += xb * y1;
+      }
     }
   }
+}
+
+// r2 of kMR rows with one panel of kNR columns into R [kMR][kNR]. For d <= kDirectMaxD from direct
+// differences of the unshifted points (exact zeros for duplicates, relative accuracy for
+// near-duplicates, nothing to fix up: returns 0). Otherwise from dot products of the shifted points
+// and their norms; returns a bit mask of the rows with an entry below the direct-difference threshold.
+template <class T>
+unsigned r2_tile(const Packed<T>& X, index_t i0, const Packed<T>& Y, index_t j0, T* R) {
+  constexpr int L = lanes<T>();
+  constexpr int NR = panel_cols<T>();
+  const index_t d = X.d, dp = X.dp;
+  V<T> acc0[kMR], acc1[kMR];
+  if (X.direct) {
+    tile_sums<true>(X.raw_rows.get() + i0 * d, d, Y.raw_panels.get() + (j0 / NR) * d * NR, d, acc0, acc1);
+    for (int r = 0; r < kMR; ++r) {
+      std::memcpy(R + r * NR, &acc0[r], sizeof(T) * L);
+      std::memcpy(R + r * NR + L, &acc1[r], sizeof(T) * L);
+    }
+    return 0u;
+  }
+  tile_sums<false>(X.rowmajor.get() + i0 * dp, dp, Y.panels.get() + (j0 / NR) * d * NR, d, acc0, acc1);
   const T* nx = X.norms.get() + i0;
   const T* ny = Y.norms.get() + j0;
   unsigned small_rows = 0;
