@@ -5,6 +5,7 @@ test_bench.py; this script is the one-screen answer.
 
     PYTHONPATH=python python benchmarks/ratio_vs_torch.py            # n = 4096, D = 8 and 64
     python benchmarks/ratio_vs_torch.py --n 2048 --dims 2 8 32 --repeats 5
+    python benchmarks/ratio_vs_torch.py --pdist                      # pdist vs torch.pdist instead
 """
 
 from __future__ import annotations
@@ -28,15 +29,46 @@ def best_time(fn, x, y, repeats: int) -> float:
     return best
 
 
+def pdist_times(pdist, x, w, repeats: int):
+    """Best forward, and best forward + backward of sum(w * pdist(x)) (a non-uniform upstream gradient,
+    as in a loss on the distances)."""
+    fwd, fwdbwd = float("inf"), float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        pdist(x)
+        fwd = min(fwd, time.perf_counter() - t0)
+        xg = x.detach().requires_grad_(True)
+        t0 = time.perf_counter()
+        (pdist(xg) * w).sum().backward()
+        fwdbwd = min(fwdbwd, time.perf_counter() - t0)
+    return fwd, fwdbwd
+
+
+def main_pdist(args) -> None:
+    print(f"{'D':>4} {'mode':>7} {'latentdiv':>11} {'torch.pdist':>12} {'ratio':>7}")
+    gen = torch.Generator().manual_seed(0)
+    for d in args.dims:
+        x = torch.randn(args.n, d, generator=gen)
+        w = torch.randn(args.n * (args.n - 1) // 2, generator=gen)
+        ours = pdist_times(latentdiv.pdist, x, w, args.repeats)
+        theirs = pdist_times(torch.pdist, x, w, args.repeats)
+        for mode, a, b in zip(("fwd", "fwdbwd"), ours, theirs):
+            print(f"{d:>4} {mode:>7} {a * 1e3:>9.1f}ms {b * 1e3:>10.1f}ms {b / a:>6.1f}x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=4096)
     parser.add_argument("--dims", type=int, nargs="+", default=[8, 64])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--pdist", action="store_true", help="compare latentdiv.pdist with torch.pdist instead")
     args = parser.parse_args()
     info = latentdiv.backend_info()
     print(f"latentdiv {latentdiv.__version__}: backend {info['backend']}, CPU ISA {info.get('cpu_isa_selected')}, "
           f"{info['threads']} threads; torch {torch.__version__}; float32, n = {args.n}, best of {args.repeats}")
+    if args.pdist:
+        main_pdist(args)
+        return
     print(f"{'D':>4} {'latentdiv':>11} {'torch cdist':>12} {'torch matmul':>13} {'ratio (best torch)':>19}")
     gen = torch.Generator().manual_seed(0)
     for d in args.dims:
