@@ -433,7 +433,9 @@ struct SumOverScales<Imq> {
 // Per element the arithmetic is cw_phi_of_r2's (same formulas, same order of operations, so the same
 // bits where the contraction into FMA is the same; tests/test_isa.py compares with the scalar functor
 // of the CUDA schedule's emulation), including clamp, kind = exp (D = 1) and the NaN / inf rules.
-template <class T, int Count>
+// Without Slope (VALUE / TOTAL passes) the derivative recurrence is skipped and DF is not written; F
+// is the same arithmetic either way.
+template <class T, int Count, bool Slope>
 void cw_exact_tile(const KernelParams& p, const T* __restrict R, T* __restrict F, T* __restrict DF) {
   const double* params = p.params;
   if (static_cast<int>(params[1]) == kCwPhiKindExp) {
@@ -443,7 +445,7 @@ void cw_exact_tile(const KernelParams& p, const T* __restrict R, T* __restrict F
       const T r2 = cw_detail::clamp_nonneg(R[e]);
       const T f = cw_detail::ld_exp(-sc * r2);
       F[e] = f;
-      DF[e] = -sc * f;
+      if constexpr (Slope) DF[e] = -sc * f;
     }
     return;
   }
@@ -468,13 +470,15 @@ void cw_exact_tile(const KernelParams& p, const T* __restrict R, T* __restrict F
     for (int e = 0; e < Count; ++e) {
       const T t2 = t[e] + t[e];
       const T b0 = ck + t2 * b1[e] - b2[e];
-      const T d0 = T(2) * b1[e] + t2 * d1[e] - d2[e];
       const T bm = ck1 + t2 * b0 - b1[e];
-      const T dm = T(2) * b0 + t2 * d0 - d1[e];
+      if constexpr (Slope) {
+        const T d0 = T(2) * b1[e] + t2 * d1[e] - d2[e];
+        const T dm = T(2) * b0 + t2 * d0 - d1[e];
+        d2[e] = d0;
+        d1[e] = dm;
+      }
       b2[e] = b0;
       b1[e] = bm;
-      d2[e] = d0;
-      d1[e] = dm;
     }
   }
   if (k == 1) {  // an odd number of steps: the last one
@@ -483,33 +487,38 @@ void cw_exact_tile(const KernelParams& p, const T* __restrict R, T* __restrict F
     for (int e = 0; e < Count; ++e) {
       const T t2 = t[e] + t[e];
       const T b0 = ck + t2 * b1[e] - b2[e];
-      const T d0 = T(2) * b1[e] + t2 * d1[e] - d2[e];
+      if constexpr (Slope) {
+        const T d0 = T(2) * b1[e] + t2 * d1[e] - d2[e];
+        d2[e] = d1[e];
+        d1[e] = d0;
+      }
       b2[e] = b1[e];
       b1[e] = b0;
-      d2[e] = d1[e];
-      d1[e] = d0;
     }
   }
   const T c0 = n > 0 ? T(c[0]) : T(0);
 #pragma omp simd
   for (int e = 0; e < Count; ++e) {
     const T g = c0 + t[e] * b1[e] - b2[e];
-    const T gt = b1[e] + t[e] * d1[e] - d2[e];
     const T sw = cw_detail::ld_sqrt(w[e]);
     F[e] = sw * g;
-    DF[e] = sw * inv[e] * (T(2) * w[e] * gt - T(0.5) * g);
+    if constexpr (Slope) {
+      const T gt = b1[e] + t[e] * d1[e] - d2[e];
+      DF[e] = sw * inv[e] * (T(2) * w[e] * gt - T(0.5) * g);
+    }
   }
 }
 
 // The functor over one tile of kMR x kNR r2 values. Kernels get the generic loop or, if they are sums
 // over scales, one pass per scale; a kernel may add its own tile evaluator (optional: only a kernel
 // whose functor does not vectorize as a per-element call needs one; the CUDA schedule always uses
-// the scalar functor).
-template <class K, class T>
+// the scalar functor). Slope = false: only F is needed (a tile evaluator may skip DF; the others
+// compute it anyway, it is a multiply or two).
+template <class K, bool Slope, class T>
 void eval_tile(const KernelParams& p, const T* __restrict R, T* __restrict F, T* __restrict DF) {
   constexpr int count = kMR * panel_cols<T>();
   if constexpr (std::is_same<K, CramerWoldExact>::value) {
-    cw_exact_tile<T, count>(p, R, F, DF);
+    cw_exact_tile<T, count, Slope>(p, R, F, DF);
   } else if constexpr (!SumOverScales<K>::value) {
     eval_tile_generic<K>(p, R, F, DF, count);
   } else {
@@ -675,7 +684,11 @@ void pair_reduce_impl(const PairArgs& a) {
       std::fill(G.begin(), G.end(), 0.0);
       for (index_t j0 = triangle ? i0 / NR * NR : 0; j0 < m; j0 += NR) {
         if (const unsigned mask = r2_tile(X, i0, Y, j0, R)) r2_fix(X, i0, Y, j0, R, mask);
-        eval_tile<K>(p, R, F, DF);
+        if (grad) {
+          eval_tile<K, true>(p, R, F, DF);
+        } else {
+          eval_tile<K, false>(p, R, F, DF);
+        }
         const T* w = Y.weights.get() + j0;  // [kNR], 0 on padding columns
         const bool diag_tile = self && i0 < j0 + NR && j0 < i0 + kMR;
         if (value) {
