@@ -152,7 +152,9 @@ def build(path, command):
                "implementations are bound by writing (forward) and reading (backward) it, so it cannot show the "
                "speed-ups of the O(n)-memory reductions above. The backward reads the condensed arrays once "
                "and uses each pair for both of its rows; torch's backward reads them in one stream with "
-               "per-pair vector code, which wins at small D (the GEMM micro-kernel pads D = 8 to 16 lanes).\n")
+               "per-pair vector code, which is close at small D (our GEMM micro-kernel pads D = 8 to 16 lanes). "
+               "In the forward+backward rows the elementwise autograd work on the 32 MB arrays (the same for "
+               "both) is a large share of the time.\n")
 
     out.append("## Flop model\n")
     out.append("Per pair: VALUE pass 2D + 3 + K flops, GRAD pass 4D + 5 + K (dot product, then the GEMM-like "
