@@ -9,8 +9,13 @@ vector version's in-order reduction rounds the product first. Contention only ch
 Fixed by spelling every such product-sum as mul_add (csrc/cpu/pair_reduce_cpu.cpp).
 
 test_scratch_placement_does_not_change_bits rebuilds the schedule with a bump allocator that places the
-scratch buffers back to back and far apart in turn (tests/cpp/repeat_driver.cpp): it reproduced the
-defect on every run before the fix (float64, every kernel, both modes) and is deterministic.
+scratch buffers back to back and far apart in turn (tests/cpp/repeat_driver.cpp), for every kernel, both
+modes, both dtypes and pdist forward/backward, at D = 5 (direct-difference r2 tiles) and D = 13 (dot
+products with packed norms). It reproduced the defect deterministically before the fix (at D = 5, then
+on the dot path: 2-6 differing repetitions in every float64 case); since D <= 8 now takes the direct
+form, which does not read the norms, that trigger (a vectorized loop shorter than one vector, whose
+aliasing check is conservative) is no longer reachable, and the test guards all current paths against
+any address dependence.
 """
 
 from __future__ import annotations
@@ -75,11 +80,11 @@ def test_scratch_placement_does_not_change_bits(variant, tmp_path):
     build = subprocess.run([CXX, *flags, str(obj), str(CSRC / "cpu" / "validate.cpp"), str(DRIVER), "-o", str(exe)],
                            capture_output=True, text=True)
     assert build.returncode == 0, build.stderr[-3000:]
-    run = subprocess.run([str(exe), "16"], capture_output=True, text=True, timeout=300, check=True)
+    run = subprocess.run([str(exe), "16", "5", "13"], capture_output=True, text=True, timeout=300, check=True)
     lines = [ln.split() for ln in run.stdout.strip().splitlines()]
-    assert len(lines) == 5 * 2 * 2, run.stdout
-    differing = [ln for ln in lines if int(ln[3]) != 0]
-    assert not differing, f"{variant}: repetitions that changed bits (kernel mode dtype count): {differing}"
+    assert len(lines) == 2 * (5 * 2 * 2 + 2), run.stdout  # D in {5, 13}: kernels x modes x dtypes, pdist x dtypes
+    differing = [ln for ln in lines if int(ln[4]) != 0]
+    assert not differing, f"{variant}: repetitions that changed bits (what mode D dtype count): {differing}"
 
 
 _STRESS = textwrap.dedent(

@@ -1,7 +1,14 @@
-// Repeats one pair reduction of the CPU schedule many times on the same input, outside Python and
-// torch, and prints how many repetitions differ in any bit from the first. Built and run by
-// tests/test_determinism_stress.py with one ISA variant's flags (LD_ISA_NS names its namespace).
-// Heap addresses of the schedule's scratch buffers change from call to call; the results must not (they did, by 1 ulp, before mul_add in csrc/cpu/pair_reduce_cpu.cpp).
+// Runs the CPU schedule's pair reductions and pdist forward/backward repeatedly on the same input,
+// outside Python and torch, with every allocation placed by a bump allocator alternately back to back
+// ("tight") and far apart ("spread"), and prints per case how many repetitions differ in any bit
+// from the first. Built and run by tests/test_determinism.py with one ISA variant's flags (LD_ISA_NS
+// names its namespace): usage `repeat_driver ITERATIONS D...`.
+// Regression: a loop GCC versioned at run time on an aliasing check took its scalar version
+// (FMA-contracted) when the centre vector sat right before a packed buffer, and its vector version
+// otherwise: the AVX-512 variant's results changed by 1 ulp with heap addresses, before mul_add in
+// csrc/cpu/pair_reduce_cpu.cpp.
+#include <cstddef>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -25,6 +32,12 @@ void* bump(std::size_t size, std::size_t align) {
   g_top = at + size;
   return g_arena + at;
 }
+
+// Gives the arena back when a case ends (declared first in a case, so destroyed last).
+struct ArenaMark {
+  std::size_t top = g_top;
+  ~ArenaMark() { g_top = top; }
+};
 }  // namespace
 
 void* operator new(std::size_t size) { return bump(size, 16); }
@@ -46,8 +59,9 @@ LATENTDIV_DECLARE_CPU_VARIANT(LD_ISA_NS)  // the variant this driver is built wi
 namespace ld = latentdiv;
 
 template <class T>
-long mismatches(int kernel, int mode, int iterations, unsigned seed) {
-  const int n = 45, d = 5;
+long mismatches(int kernel, int mode, int d, int iterations, unsigned seed) {
+  const ArenaMark mark;
+  const int n = 45;
   std::mt19937_64 gen(seed);
   std::normal_distribution<double> normal;
   std::vector<T> x(n * d);  // [n, d]
@@ -96,22 +110,74 @@ long mismatches(int kernel, int mode, int iterations, unsigned seed) {
   return bad;
 }
 
+// pdist forward and backward: the same repetition, all outputs compared.
+template <class T>
+long pdist_mismatches(int d, int iterations, unsigned seed) {
+  const ArenaMark mark;
+  const int n = 45, pairs = n * (n - 1) / 2;
+  std::mt19937_64 gen(seed);
+  std::normal_distribution<double> normal;
+  std::vector<T> x(n * d), gout(pairs);  // [n, d], [pairs]
+  for (auto& v : x) v = static_cast<T>(normal(gen));
+  for (auto& v : gout) v = static_cast<T>(normal(gen));
+  std::vector<T> dist0(pairs), dist(pairs), grad0(n * d), grad(n * d);
+  ld::PdistArgs a{};
+  a.x = x.data();
+  a.n = n;
+  a.d = d;
+  a.dtype = static_cast<std::int32_t>(sizeof(T) == 8 ? ld::DType::kFloat64 : ld::DType::kFloat32);
+  a.num_threads = 1;
+  auto run = [&](T* dist_out, T* grad_out) {
+    a.out = dist_out;
+    a.grad_out = nullptr;
+    a.dist = nullptr;
+    if (ld::LD_ISA_NS::pdist_cpu(a) != ld::kOk) std::exit(2);
+    a.out = grad_out;
+    a.grad_out = gout.data();
+    a.dist = dist_out;
+    if (ld::LD_ISA_NS::pdist_backward_cpu(a) != ld::kOk) std::exit(2);
+  };
+  g_gap = 4096;
+  run(dist0.data(), grad0.data());
+  long bad = 0;
+  const std::size_t input_end = g_top;
+  for (int it = 0; it < iterations; ++it) {
+    g_top = input_end + 16 * static_cast<std::size_t>((it / 2) % 4);
+    g_gap = it % 2 == 0 ? 0 : 4096;
+    run(dist.data(), grad.data());
+    bad += (std::memcmp(dist.data(), dist0.data(), sizeof(T) * dist.size()) != 0 ||
+            std::memcmp(grad.data(), grad0.data(), sizeof(T) * grad.size()) != 0) ? 1 : 0;
+  }
+  return bad;
+}
+
 int main(int argc, char** argv) {
-  if (argc != 2) {
-    std::fprintf(stderr, "usage: repeat_driver ITERATIONS\n");
+  if (argc < 3) {
+    std::fprintf(stderr, "usage: repeat_driver ITERATIONS D...\n");
     return 2;
   }
   const int iterations = std::atoi(argv[1]);
-  // One line per case: kernel id, mode, dtype, repetitions that differed (summed over 16 inputs: a
+  std::vector<int> dims;
+  for (int i = 2; i < argc; ++i) dims.push_back(std::atoi(argv[i]));
+  // One line per case: what, mode, D, dtype, repetitions that differed (summed over 16 inputs: a
   // 1-ulp change of one packed norm moves some outputs for some data only).
-  for (int kernel : {0, 1, 2, 3, 4}) {  // gaussian, laplacian, imq, energy, cramer_wold_approx
-    for (int mode : {static_cast<int>(ld::Mode::kValue), static_cast<int>(ld::Mode::kGrad)}) {
-      for (bool f64 : {false, true}) {
-        long bad = 0;
-        for (unsigned seed = 1; seed <= 16; ++seed)
-          bad += f64 ? mismatches<double>(kernel, mode, iterations, seed) : mismatches<float>(kernel, mode, iterations, seed);
-        std::printf("%d %d %s %ld\n", kernel, mode, f64 ? "float64" : "float32", bad);
+  for (int d : dims) {
+    for (int kernel : {0, 1, 2, 3, 4}) {  // gaussian, laplacian, imq, energy, cramer_wold_approx
+      for (int mode : {static_cast<int>(ld::Mode::kValue), static_cast<int>(ld::Mode::kGrad)}) {
+        for (bool f64 : {false, true}) {
+          long bad = 0;
+          for (unsigned seed = 1; seed <= 16; ++seed)
+            bad += f64 ? mismatches<double>(kernel, mode, d, iterations, seed)
+                       : mismatches<float>(kernel, mode, d, iterations, seed);
+          std::printf("kernel%d %d %d %s %ld\n", kernel, mode, d, f64 ? "float64" : "float32", bad);
+        }
       }
+    }
+    for (bool f64 : {false, true}) {
+      long bad = 0;
+      for (unsigned seed = 1; seed <= 16; ++seed)
+        bad += f64 ? pdist_mismatches<double>(d, iterations, seed) : pdist_mismatches<float>(d, iterations, seed);
+      std::printf("pdist - %d %s %ld\n", d, f64 ? "float64" : "float32", bad);
     }
   }
   return 0;
