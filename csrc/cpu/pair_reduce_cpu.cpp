@@ -443,7 +443,7 @@ void cw_exact_tile(const KernelParams& p, const T* __restrict R, T* __restrict F
 #pragma omp simd
     for (int e = 0; e < Count; ++e) {
       const T r2 = cw_detail::clamp_nonneg(R[e]);
-      const T f = cw_detail::ld_exp(-sc * r2);
+      const T f = ld_exp(-sc * r2);
       F[e] = f;
       if constexpr (Slope) DF[e] = -sc * f;
     }
@@ -500,7 +500,7 @@ void cw_exact_tile(const KernelParams& p, const T* __restrict R, T* __restrict F
 #pragma omp simd
   for (int e = 0; e < Count; ++e) {
     const T g = c0 + t[e] * b1[e] - b2[e];
-    const T sw = cw_detail::ld_sqrt(w[e]);
+    const T sw = ld_sqrt(w[e]);
     F[e] = sw * g;
     if constexpr (Slope) {
       const T gt = b1[e] + t[e] * d1[e] - d2[e];

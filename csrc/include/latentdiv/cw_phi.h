@@ -41,9 +41,7 @@
 #include <cmath>
 
 #include "latentdiv/common.h"
-#if !defined(__CUDA_ARCH__)
-#include "latentdiv/host_math.h"
-#endif
+#include "latentdiv/ld_math.h"
 
 namespace latentdiv {
 
@@ -53,21 +51,6 @@ constexpr int kCwPhiKindExp = 0;
 constexpr int kCwPhiKindCheb = 1;
 
 namespace cw_detail {
-
-// Overloads rather than std:: so the same code compiles as device code under nvcc. On the host,
-// host_math.h's branch-free versions (as kernels.h's ld_exp / ld_sqrt): libm calls keep errno, which
-// stops the CPU schedule from vectorizing its tile loop over this functor.
-#if defined(__CUDA_ARCH__)
-LD_HD double ld_sqrt(double x) { return ::sqrt(x); }
-LD_HD float ld_sqrt(float x) { return ::sqrtf(x); }
-LD_HD double ld_exp(double x) { return ::exp(x); }
-LD_HD float ld_exp(float x) { return ::expf(x); }
-#else
-LD_HD double ld_sqrt(double x) { return host_math::sqrt(x); }
-LD_HD float ld_sqrt(float x) { return host_math::sqrt(x); }
-LD_HD double ld_exp(double x) { return host_math::exp(x); }
-LD_HD float ld_exp(float x) { return host_math::exp(x); }
-#endif
 
 // x >= 0 in the units of A (A = a for s, A = a / s_scale for r2). Returns phi and dphi/dx.
 template <class T>
@@ -130,7 +113,7 @@ template <class T>
 LD_HD void cw_phi_eval(const double* params, int n_params, T s, T& phi, T& dphi_ds) {
   s = cw_detail::clamp_nonneg(s);
   if (static_cast<int>(params[1]) == kCwPhiKindExp) {
-    phi = cw_detail::ld_exp(-s);
+    phi = ld_exp(-s);
     dphi_ds = -phi;
     return;
   }
@@ -144,7 +127,7 @@ LD_HD void cw_phi_of_r2(const double* params, int n_params, T r2, T& f, T& df_dr
   r2 = cw_detail::clamp_nonneg(r2);
   if (static_cast<int>(params[1]) == kCwPhiKindExp) {
     const T sc = T(params[0]);
-    f = cw_detail::ld_exp(-sc * r2);
+    f = ld_exp(-sc * r2);
     df_dr2 = -sc * f;
     return;
   }
@@ -157,7 +140,7 @@ template <class T>
 LD_HD T cw_phi_of_r2_value(const double* params, int n_params, T r2) {
   r2 = cw_detail::clamp_nonneg(r2);
   if (static_cast<int>(params[1]) == kCwPhiKindExp) {
-    return cw_detail::ld_exp(-T(params[0]) * r2);
+    return ld_exp(-T(params[0]) * r2);
   }
   return cw_detail::cheb_value<T>(params, n_params, T(params[4]), r2);
 }

@@ -13,7 +13,7 @@
 // iteration on rsqrt finished with a residual correction: float <= 1 ulp (computed in double),
 // double <= 2 ulp.
 //
-// Device code never includes this path (kernels.h selects it under !__CUDA_ARCH__ only).
+// Device code never includes this path (ld_math.h selects it under !__CUDA_ARCH__ only).
 #pragma once
 
 #include <cstdint>

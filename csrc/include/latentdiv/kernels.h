@@ -14,26 +14,9 @@
 
 #include "latentdiv/common.h"
 #include "latentdiv/cw_phi.h"
-#if !defined(__CUDA_ARCH__)
-#include "latentdiv/host_math.h"
-#endif
+#include "latentdiv/ld_math.h"
 
 namespace latentdiv {
-
-// Math wrappers: one overload set that compiles for host and device, float and double. Device code
-// uses the CUDA math library; host code uses host_math.h, whose branch-free versions vectorize when
-// the CPU schedule evaluates a functor over a tile of pairs (libm calls keep errno and do not).
-#if defined(__CUDA_ARCH__)
-LD_HD float ld_exp(float v) { return ::expf(v); }
-LD_HD double ld_exp(double v) { return ::exp(v); }
-LD_HD float ld_sqrt(float v) { return ::sqrtf(v); }
-LD_HD double ld_sqrt(double v) { return ::sqrt(v); }
-#else
-LD_HD float ld_exp(float v) { return host_math::exp(v); }
-LD_HD double ld_exp(double v) { return host_math::exp(v); }
-LD_HD float ld_sqrt(float v) { return host_math::sqrt(v); }
-LD_HD double ld_sqrt(double v) { return host_math::sqrt(v); }
-#endif
 
 // The kernel ids. The Python registry uses the same numbers (checked at import).
 enum class KernelId : std::int32_t {
