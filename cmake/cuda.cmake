@@ -13,7 +13,7 @@
 #   90-virtual                       compute_90 PTX, which the driver JIT-compiles for any GPU newer
 #                                    than the SASS list covers (sm_110, future majors): the lowest PTX
 #                                    that every post-Hopper GPU can run.
-# Every entry is one more copy of the kernels in _C (about 2.4 MB each, 0.5 MB compressed in the wheel:
+# Every entry is one more copy of the kernels in _C (about 2.4 MB each, 0.42 MB compressed in the wheel:
 # docs/install.md).
 # sm_70 (Volta) is not in the list: CUDA 13 dropped it.
 #
