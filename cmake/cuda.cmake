@@ -6,9 +6,15 @@
 #
 # Architectures (LATENTDIV_CUDA_ARCHITECTURES, or CMAKE_CUDA_ARCHITECTURES if the user sets it):
 #   75-real 80-real 86-real 89-real  SASS for Turing, Ampere (A100 / RTX 30), Ada (RTX 40, L4, L40)
-#   90                                SASS for Hopper (H100) AND compute_90 PTX, which the driver
-#                                     JIT-compiles for newer GPUs (Blackwell sm_100/sm_120, ...):
-#                                     forward compatibility without building for archs we cannot test.
+#   90-real                          SASS for Hopper (H100, H200)
+#   100-real 120-real                SASS for Blackwell: data centre (B200, GB200; also runs on sm_103)
+#                                    and RTX 50 / RTX PRO (also runs on sm_121): SASS of sm_XY runs on
+#                                    every sm_XZ with Z >= Y, so no JIT at first use on these GPUs
+#   90-virtual                       compute_90 PTX, which the driver JIT-compiles for any GPU newer
+#                                    than the SASS list covers (sm_110, future majors): the lowest PTX
+#                                    that every post-Hopper GPU can run.
+# Every entry is one more copy of the kernels in _C (about 2.4 MB each, 0.42 MB compressed in the wheel:
+# docs/install.md).
 # sm_70 (Volta) is not in the list: CUDA 13 dropped it.
 #
 # The CUDA runtime is linked statically (cudart_static), so _C imports on a machine without a GPU
@@ -40,7 +46,7 @@ if(NOT CMAKE_CUDA_COMPILER)
   return()
 endif()
 
-set(LATENTDIV_CUDA_ARCHITECTURES "75-real;80-real;86-real;89-real;90" CACHE STRING
+set(LATENTDIV_CUDA_ARCHITECTURES "75-real;80-real;86-real;89-real;90-real;100-real;120-real;90-virtual" CACHE STRING
     "CUDA architectures of the latentdiv kernels (CMake CUDA_ARCHITECTURES syntax)")
 if(NOT DEFINED CMAKE_CUDA_ARCHITECTURES OR CMAKE_CUDA_ARCHITECTURES STREQUAL "")
   set(CMAKE_CUDA_ARCHITECTURES "${LATENTDIV_CUDA_ARCHITECTURES}")
@@ -73,8 +79,14 @@ target_compile_options(latentdiv_cuda PRIVATE
 
 target_sources(_C PRIVATE $<TARGET_OBJECTS:latentdiv_cuda>)
 target_link_libraries(_C PRIVATE CUDA::cudart_static)
+# _C was created (in CMakeLists.txt) before CMAKE_CUDA_ARCHITECTURES was set here, so its own
+# CUDA_ARCHITECTURES property was initialised empty. It compiles no .cu file, but it links CUDA objects,
+# and the Makefile generators (unlike Ninja) check that property on every target with CUDA in its link:
+# "CUDA_ARCHITECTURES is empty for target _C". Give it the kernels' list (no device link: no -rdc).
+set_target_properties(_C PROPERTIES CUDA_ARCHITECTURES "${CMAKE_CUDA_ARCHITECTURES}")
 
-# LATENTDIV_CUDA_ARCHS: what build_info()["cuda_archs"] reports, e.g. "sm_75,sm_80,sm_86,sm_89,sm_90,compute_90".
+# LATENTDIV_CUDA_ARCHS: what build_info()["cuda_archs"] reports, e.g.
+# "sm_75,sm_80,sm_86,sm_89,sm_90,sm_100,sm_120,compute_90".
 set(_ld_archs "")
 foreach(_arch IN LISTS CMAKE_CUDA_ARCHITECTURES)
   if(_arch MATCHES "^([0-9]+[a-z]?)-real$")
