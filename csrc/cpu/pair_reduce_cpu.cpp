@@ -369,16 +369,12 @@ void pack(Packed<T>& P, const T* src,         // [rows, d]
   }
 }
 
-// The kernel's parameters in the frame's units (kernel_scaling.h), with a float pass's length-like
-// parameters clamped into the normal float range.
+// The kernel's parameters in the frame's units (kernel_scaling.h), clamped into float's range for a
+// float pass.
 template <class K, class T>
 KernelParams frame_params(const KernelParams& p, int e) {
-  const ParamRange range = std::is_same<T, float>::value
-                               ? ParamRange{static_cast<double>(std::numeric_limits<float>::min()),
-                                            static_cast<double>(std::numeric_limits<float>::max())}
-                               : ParamRange{0.0, std::numeric_limits<double>::infinity()};
   KernelParams q = p;
-  Scaling<K>::rescale(q, e, range);
+  Scaling<K>::rescale(q, e, std::is_same<T, float>::value);
   return q;
 }
 

@@ -16,9 +16,10 @@
 //
 // Kernel parameters can also leave float32's range on their own (a bandwidth of 1e-20 for data of
 // size 1 makes 1 / (2 h^2) = 5e39 an inf in float32, and exp(-inf * 0) a NaN on the diagonal): in a
-// float32 pass each length-like parameter is clamped into the normal float32 range [lo, hi]. With
-// the points rescaled to magnitude ~1 the clamp changes no kernel value beyond float rounding (the
-// kernel is then a delta at r2 = 0, or constant, either way).
+// float32 pass each length-like parameter is clamped into a range where the functor's arithmetic stays
+// normal (ParamRange below). The clamp changes no kernel value beyond float rounding: such a kernel is a
+// delta at r2 = 0 or a constant for every r2 the frame holds. (Not the Cramer-Wold approximation, whose
+// value at 0 is gamma^(-1/2) itself: it is not clamped.)
 //
 // Adding a kernel: one specialization here (there is no default, so a missing one does not compile).
 #pragma once
@@ -31,14 +32,25 @@
 
 namespace latentdiv {
 
-// Parameters a float pass may hold: for double lo = 0 and hi = inf (no clamp).
+// What a float pass may hold for a parameter: the normal float range, or less where the functor
+// divides by c + r2 (imq, the exact Cramer-Wold kernel): there c <= 2^100 keeps 1 / (c + r2) normal
+// (not flushed to 0), and c / (c + r2) is 1 to float precision for any r2 of the frame (<= 2^50 D).
+// Double passes clamp nothing.
 struct ParamRange {
   double lo, hi;
 };
+constexpr ParamRange kNoClamp{0.0, HUGE_VAL};
+constexpr ParamRange kFloatRange{1.17549435082228750797e-38, 3.40282346638528859812e+38};  // FLT_MIN, FLT_MAX
+constexpr ParamRange kFloatDenominator{1.17549435082228750797e-38, 0x1p100};
 
-// v * 2^pow2, then clamped into [r.lo, r.hi].
-inline void scale_param(double& v, int pow2, const ParamRange& r) { v = std::min(std::max(std::ldexp(v, pow2), r.lo), r.hi); }
+// v * 2^pow2, then clamped into `r` when `clamp`.
+inline void scale_param(double& v, int pow2, bool clamp, const ParamRange& r) {
+  v = std::ldexp(v, pow2);
+  if (clamp) v = std::min(std::max(v, r.lo), r.hi);
+}
 
+// Specializations: `value_power` (f scales as length^value_power) and `rescale(p, e, clamp)`, which
+// rewrites p for points divided by 2^e and, when clamp (float pass), keeps it in float's range.
 template <class K>
 struct Scaling;
 
@@ -46,8 +58,8 @@ struct Scaling;
 template <>
 struct Scaling<Gaussian> {
   static constexpr int value_power = 0;
-  static void rescale(KernelParams& p, int e, const ParamRange& r) {
-    for (int s = 0; s < p.n_params; ++s) scale_param(p.params[s], 2 * e, r);
+  static void rescale(KernelParams& p, int e, bool clamp) {
+    for (int s = 0; s < p.n_params; ++s) scale_param(p.params[s], 2 * e, clamp, kFloatRange);
   }
 };
 
@@ -55,8 +67,8 @@ struct Scaling<Gaussian> {
 template <>
 struct Scaling<Laplacian> {
   static constexpr int value_power = 0;
-  static void rescale(KernelParams& p, int e, const ParamRange& r) {
-    for (int s = 0; s < p.n_params; ++s) scale_param(p.params[s], e, r);
+  static void rescale(KernelParams& p, int e, bool clamp) {
+    for (int s = 0; s < p.n_params; ++s) scale_param(p.params[s], e, clamp, kFloatRange);
   }
 };
 
@@ -64,8 +76,8 @@ struct Scaling<Laplacian> {
 template <>
 struct Scaling<Imq> {
   static constexpr int value_power = 0;
-  static void rescale(KernelParams& p, int e, const ParamRange& r) {
-    for (int s = 0; s < p.n_params; ++s) scale_param(p.params[s], -2 * e, r);
+  static void rescale(KernelParams& p, int e, bool clamp) {
+    for (int s = 0; s < p.n_params; ++s) scale_param(p.params[s], -2 * e, clamp, kFloatDenominator);
   }
 };
 
@@ -73,16 +85,16 @@ struct Scaling<Imq> {
 template <>
 struct Scaling<Energy> {
   static constexpr int value_power = 1;
-  static void rescale(KernelParams&, int, const ParamRange&) {}
+  static void rescale(KernelParams&, int, bool) {}
 };
 
 // (gamma + K r2)^(-1/2): gamma in r2 units (K is a pure number), the value in 1 / length:
-// (gamma 4^-e + K r2 4^-e)^(-1/2) = 2^e f.
+// (gamma 4^-e + K r2 4^-e)^(-1/2) = 2^e f. Not clamped: f(0) = gamma^(-1/2) itself depends on gamma.
 template <>
 struct Scaling<CramerWoldApprox> {
   static constexpr int value_power = -1;
-  static void rescale(KernelParams& p, int e, const ParamRange& r) {
-    if (p.n_params >= 1) scale_param(p.params[0], -2 * e, r);
+  static void rescale(KernelParams& p, int e, bool) {
+    if (p.n_params >= 1) scale_param(p.params[0], -2 * e, false, kNoClamp);
   }
 };
 
@@ -91,9 +103,9 @@ struct Scaling<CramerWoldApprox> {
 template <>
 struct Scaling<CramerWoldExact> {
   static constexpr int value_power = 0;
-  static void rescale(KernelParams& p, int e, const ParamRange& r) {
-    if (p.n_params >= 1) scale_param(p.params[0], 2 * e, r);
-    if (p.n_params >= 5) scale_param(p.params[4], -2 * e, r);
+  static void rescale(KernelParams& p, int e, bool clamp) {
+    if (p.n_params >= 1) scale_param(p.params[0], 2 * e, clamp, kFloatRange);
+    if (p.n_params >= 5) scale_param(p.params[4], -2 * e, clamp, kFloatDenominator);
   }
 };
 
