@@ -1,16 +1,10 @@
 // Run-time choice of the CPU schedule variant. Wheels are built for baseline x86-64; the AVX2 and
 // AVX-512 variants are the same source compiled with wider vectors, used when cpuid says so.
-#include <atomic>
-
 #include "latentdiv/engine.h"
 
 namespace latentdiv {
 
 namespace {
-// Incremented by each interrupt (engine.h). Lock-free, hence usable from a signal handler.
-std::atomic<std::uint32_t> g_interrupt_epoch{0};
-static_assert(std::atomic<std::uint32_t>::is_always_lock_free, "note_interrupt() must be async-signal-safe");
-
 bool cpu_supports(CpuIsa isa) {
   switch (isa) {
     case CpuIsa::kBaseline:
@@ -60,10 +54,6 @@ Status route(const Args& a, CpuIsa isa, Fn0 baseline, Fn1 avx2, Fn2 avx512) {
 #define LD_AVX512(fn) cpu_baseline::fn
 #endif
 }  // namespace
-
-std::uint32_t interrupt_epoch() { return g_interrupt_epoch.load(std::memory_order_relaxed); }
-
-void note_interrupt() { g_interrupt_epoch.fetch_add(1, std::memory_order_relaxed); }
 
 bool cpu_isa_available(CpuIsa isa) { return cpu_supports(isa); }
 

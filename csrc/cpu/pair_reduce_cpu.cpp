@@ -312,14 +312,14 @@ Frame<T> make_frame(const T* a, index_t na,  // [na, d]
   if (b != nullptr) scan(b, nb);
   const double count = static_cast<double>(na + (b != nullptr ? nb : 0));
   Frame<T> f;
-  f.s.resize(static_cast<std::size_t>(d));
+  f.s = std::vector<T>(static_cast<std::size_t>(d));
   double centred_max = 0.0, raw_max = 0.0;
   for (index_t k = 0; k < d; ++k) {
     f.s[k] = count > 0 ? static_cast<T>(acc[k] / count) : T(0);
     if (count > 0) {
       const double sk = static_cast<double>(f.s[k]);
-      centred_max = std::max({centred_max, static_cast<double>(hi[k]) - sk, sk - static_cast<double>(lo[k])});
-      raw_max = std::max({raw_max, std::fabs(static_cast<double>(lo[k])), std::fabs(static_cast<double>(hi[k]))});
+      centred_max = std::max(centred_max, std::max(static_cast<double>(hi[k]) - sk, sk - static_cast<double>(lo[k])));
+      raw_max = std::max(raw_max, std::max(std::fabs(static_cast<double>(lo[k])), std::fabs(static_cast<double>(hi[k]))));
     }
   }
   f.e = range_exponent<T>(centred_max, raw_max);
@@ -340,7 +340,7 @@ void pack(Packed<T>& P, const T* src,         // [rows, d]
   P.src = src;
   const index_t d = P.d, dp = P.dp, rows = P.rows;
   if (scaled && !P.direct) {
-    P.scaled_src.resize(static_cast<std::size_t>(rows * d));
+    P.scaled_src = std::vector<T>(static_cast<std::size_t>(rows * d));  // (not resize: no weak std:: code, tests/test_determinism.py)
     P.src = P.scaled_src.data();
   }
   T* scaled_src = scaled && !P.direct ? P.scaled_src.data() : nullptr;

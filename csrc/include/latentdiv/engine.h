@@ -44,7 +44,7 @@ Status validate(const PdistArgs& args, bool backward);
 // Interrupts (Ctrl-C). The CPU schedules take interrupt_epoch() when they start, compare it between
 // row blocks and return kInterrupted (outputs incomplete) once it has changed. note_interrupt() is
 // async-signal-safe (a lock-free atomic increment): the bindings call it from the SIGINT handler they
-// chain in front of Python's for the duration of an engine call. Defined in cpu/dispatch.cpp.
+// chain in front of Python's for the duration of an engine call. Defined in cpu/validate.cpp.
 std::uint32_t interrupt_epoch();
 void note_interrupt();
 
