@@ -6,7 +6,10 @@
 //   pack     x, y shifted by a common centre s (distances do not change; the dot-product form below
 //            cancels far less when the data are not centred) into aligned, zero-padded buffers:
 //            xs [n_pad, dp] row-major, yt = y^T in panels of kNR columns [m_pad / kNR, d, kNR], and for
-//            GRAD ys [m_pad, dp] row-major; squared norms in T.
+//            GRAD ys [m_pad, dp] row-major; squared norms in T. Out of the normal range of magnitudes the
+//            points are also divided by a power of two 2^e (the frame, make_frame below; exact), folded
+//            into the kernel's parameters and the outputs (latentdiv/kernel_scaling.h), so that no
+//            r2 or norm overflows or underflows T where the true result is representable.
 //   per block of kMR rows, per panel of kNR columns:
 //     1. dot micro-kernel: kMR x kNR dot products held in vector registers (broadcast x, load y^T);
 //     2. r2 = |x|^2 + |y|^2 - 2 x.y, clamped at 0. Where r2 < kDirectBelow (|x|^2 + |y|^2), i.e. where
@@ -21,6 +24,9 @@
 //        x_i sum_j c_ij - sum_j c_ij y_j, the second term a (kMR x kNR) x (kNR x dp) GEMM micro-kernel
 //        accumulated in T over one panel, then added to double accumulators; the first term's sum in
 //        double. Shifted coordinates keep both terms of the difference small.
+//
+// Interrupts: every row block first compares interrupt_epoch() (engine.h) with its value at the start
+// of the call; after a change the remaining blocks are skipped and the call returns kInterrupted.
 //
 // Determinism: row i is reduced by one thread, panel after panel in increasing j, each panel
 // through the same arithmetic whatever block row i sits in (rows never interact; padding rows and
