@@ -4,7 +4,9 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <csignal>
 #include <cstdint>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -25,6 +27,82 @@ namespace {
 constexpr int kDeviceCpu = 0;
 constexpr int kDeviceCuda = 1;
 
+// ---- Ctrl-C during an engine call ----------------------------------------------------------------
+// Python's SIGINT handler only sets a flag that the interpreter reads between bytecodes, which an
+// engine call (GIL released, minutes at large n) does not reach. While at least one call runs, a
+// handler of ours sits in front of the one installed (Python's): it bumps the engine's interrupt epoch
+// (engine.h; the CPU schedules check it between row blocks) and calls the previous handler, so Python
+// sees the signal as usual. The call then returns kInterrupted; with the GIL back, PyErr_CheckSignals
+// runs Python's handler, whose default raises KeyboardInterrupt. The outputs were never handed to
+// Python, so no partial result is visible. SIG_DFL / SIG_IGN are left alone (the process asked for them).
+#if defined(__unix__) || defined(__APPLE__)
+std::mutex g_sigint_mutex;
+int g_sigint_calls = 0;         // engine calls running (under g_sigint_mutex)
+bool g_sigint_ours = false;     // our handler is installed
+struct sigaction g_sigint_previous;  // what it chains to (written only while not installed)
+
+extern "C" void latentdiv_on_sigint(int sig, siginfo_t* info, void* context) {
+  note_interrupt();
+  const struct sigaction& prev = g_sigint_previous;
+  if ((prev.sa_flags & SA_SIGINFO) != 0) {
+    if (prev.sa_sigaction != nullptr) prev.sa_sigaction(sig, info, context);
+  } else if (prev.sa_handler != SIG_DFL && prev.sa_handler != SIG_IGN && prev.sa_handler != nullptr) {
+    prev.sa_handler(sig);
+  }
+}
+
+class SigintWatch {
+ public:
+  SigintWatch() {
+    std::lock_guard<std::mutex> lock(g_sigint_mutex);
+    if (g_sigint_calls++ > 0) return;
+    struct sigaction current {};
+    if (sigaction(SIGINT, nullptr, &current) != 0) return;
+    const bool plain = (current.sa_flags & SA_SIGINFO) == 0;
+    if (plain && (current.sa_handler == SIG_DFL || current.sa_handler == SIG_IGN)) return;
+    g_sigint_previous = current;
+    struct sigaction ours {};
+    ours.sa_sigaction = latentdiv_on_sigint;
+    ours.sa_flags = SA_SIGINFO | (current.sa_flags & (SA_ONSTACK | SA_RESTART));
+    ours.sa_mask = current.sa_mask;
+    g_sigint_ours = sigaction(SIGINT, &ours, nullptr) == 0;
+  }
+  ~SigintWatch() {
+    std::lock_guard<std::mutex> lock(g_sigint_mutex);
+    if (--g_sigint_calls > 0 || !g_sigint_ours) return;
+    g_sigint_ours = false;
+    struct sigaction current {};
+    // Restore unless someone replaced ours meanwhile (then theirs stays).
+    if (sigaction(SIGINT, nullptr, &current) == 0 && (current.sa_flags & SA_SIGINFO) != 0 &&
+        current.sa_sigaction == latentdiv_on_sigint) {
+      sigaction(SIGINT, &g_sigint_previous, nullptr);
+    }
+  }
+  SigintWatch(const SigintWatch&) = delete;
+  SigintWatch& operator=(const SigintWatch&) = delete;
+};
+#else
+class SigintWatch {};  // elsewhere an interrupt takes effect when the call returns
+#endif
+
+// Runs `call` (an engine entry point) with the GIL released and SIGINT watched. An interrupted call is
+// raised as Python's handler decides (KeyboardInterrupt by default); if the handler does not raise
+// (a custom handler, or a call from a thread other than the main one, where Python runs no handlers),
+// the call is made again from the start: the results do not depend on it having been interrupted.
+template <class Call>
+int run_interruptible(Call call) {
+  for (;;) {
+    int status;
+    {
+      const SigintWatch watch;
+      py::gil_scoped_release release;
+      status = call();
+    }
+    if (status != kInterrupted) return status;
+    if (PyErr_CheckSignals() != 0) throw py::error_already_set();
+  }
+}
+
 int pair_reduce(int device, int isa, int mode, int dtype, std::uintptr_t x,  // [n, d]
                 std::uintptr_t y,                                           // [m, d]
                 std::uintptr_t wx,                                          // [n] or 0
@@ -37,8 +115,8 @@ int pair_reduce(int device, int isa, int mode, int dtype, std::uintptr_t x,  // 
                 int num_threads, int kernel, const std::vector<double>& params, std::uintptr_t stream) {
   const PairArgs a = binding::make_pair_args(mode, dtype, x, y, wx, wy, out_rows, out_total, out_grad, workspace, n,
                                              m, d, self_pairs, exclude_diagonal, num_threads, kernel, params);
+  if (device == kDeviceCpu) return run_interruptible([&] { return pair_reduce_cpu(a, static_cast<CpuIsa>(isa)); });
   py::gil_scoped_release release;
-  if (device == kDeviceCpu) return pair_reduce_cpu(a, static_cast<CpuIsa>(isa));
 #if defined(LATENTDIV_WITH_CUDA)
   if (device == kDeviceCuda) return pair_reduce_cuda(a, reinterpret_cast<void*>(stream));
 #else
@@ -53,10 +131,12 @@ int pdist_call(bool backward, int device, int isa, int dtype, std::uintptr_t x, 
                std::uintptr_t out,  // forward [n(n-1)/2], backward [n, d]
                std::int64_t n, std::int64_t d, int num_threads, std::uintptr_t stream) {
   const PdistArgs a = binding::make_pdist_args(dtype, x, grad_out, dist, out, n, d, num_threads);
-  py::gil_scoped_release release;
   if (device == kDeviceCpu) {
-    return backward ? pdist_backward_cpu(a, static_cast<CpuIsa>(isa)) : pdist_cpu(a, static_cast<CpuIsa>(isa));
+    return run_interruptible([&] {
+      return backward ? pdist_backward_cpu(a, static_cast<CpuIsa>(isa)) : pdist_cpu(a, static_cast<CpuIsa>(isa));
+    });
   }
+  py::gil_scoped_release release;
 #if defined(LATENTDIV_WITH_CUDA)
   if (device == kDeviceCuda) {
     return backward ? pdist_backward_cuda(a, reinterpret_cast<void*>(stream))
@@ -153,4 +233,5 @@ PYBIND11_MODULE(_C, m) {
   m.attr("STATUS_UNKNOWN_KERNEL") = static_cast<int>(kUnknownKernel);
   m.attr("STATUS_UNSUPPORTED") = static_cast<int>(kUnsupported);
   m.attr("STATUS_CUDA_ERROR") = static_cast<int>(kCudaError);
+  m.attr("STATUS_INTERRUPTED") = static_cast<int>(kInterrupted);
 }

@@ -6,7 +6,10 @@
 //   pack     x, y shifted by a common centre s (distances do not change; the dot-product form below
 //            cancels far less when the data are not centred) into aligned, zero-padded buffers:
 //            xs [n_pad, dp] row-major, yt = y^T in panels of kNR columns [m_pad / kNR, d, kNR], and for
-//            GRAD ys [m_pad, dp] row-major; squared norms in T.
+//            GRAD ys [m_pad, dp] row-major; squared norms in T. Out of the normal range of magnitudes the
+//            points are also divided by a power of two 2^e (the frame, make_frame below; exact), folded
+//            into the kernel's parameters and the outputs (latentdiv/kernel_scaling.h), so that no
+//            r2 or norm overflows or underflows T where the true result is representable.
 //   per block of kMR rows, per panel of kNR columns:
 //     1. dot micro-kernel: kMR x kNR dot products held in vector registers (broadcast x, load y^T);
 //     2. r2 = |x|^2 + |y|^2 - 2 x.y, clamped at 0. Where r2 < kDirectBelow (|x|^2 + |y|^2), i.e. where
@@ -21,6 +24,9 @@
 //        x_i sum_j c_ij - sum_j c_ij y_j, the second term a (kMR x kNR) x (kNR x dp) GEMM micro-kernel
 //        accumulated in T over one panel, then added to double accumulators; the first term's sum in
 //        double. Shifted coordinates keep both terms of the difference small.
+//
+// Interrupts: every row block first compares interrupt_epoch() (engine.h) with its value at the start
+// of the call; after a change the remaining blocks are skipped and the call returns kInterrupted.
 //
 // Determinism: row i is reduced by one thread, panel after panel in increasing j, each panel
 // through the same arithmetic whatever block row i sits in (rows never interact; padding rows and
@@ -42,6 +48,7 @@
 #include <cstddef>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 #include <memory>
 #include <new>
 #include <type_traits>
@@ -49,6 +56,7 @@
 #include <vector>
 
 #include "latentdiv/engine.h"
+#include "latentdiv/kernel_scaling.h"
 #include "latentdiv/kernels.h"
 
 #if defined(_OPENMP)
@@ -242,7 +250,8 @@ struct Packed {
   index_t rows = 0, rows_pad = 0, d = 0, dp = 0;
   bool has_panels = false;
   bool direct = false;     // d <= kDirectMaxD: r2 tiles from direct differences (raw_* below)
-  const T* src = nullptr;  // [rows, d] the caller's (unshifted) points
+  const T* src = nullptr;  // [rows, d] the caller's (unshifted) points, or scaled_src
+  std::vector<T> scaled_src;  // [rows, d] the unshifted points / 2^e when the frame rescales and !direct (else empty)
   Buffer<T> rowmajor;      // [rows_pad, dp] shifted, zero padding
   Buffer<T> panels;        // [rows_pad / kNR, d, kNR] shifted, transposed by panel (empty if unused)
   Buffer<T> raw_rows;      // direct: [rows_pad, d] unshifted, zero padding (else empty)
@@ -256,31 +265,91 @@ struct Packed {
         norms(rp), weights(rp) {}
 };
 
-// The common centre: the mean of the rows of a (and b), in double, rounded to T.
+// The frame the points are packed in: shifted by a common centre s (the mean of the rows of a and b,
+// in double, rounded to T) and divided by 2^e (kernel_scaling.h). e = 0 while the largest centred
+// magnitude M lies within [2^-kRangeWindow, 2^kRangeWindow]: there every squared distance of points
+// that differ in float precision, every norm and every product of the schedule is a normal number
+// (float: r2 >= (2^-25 2^-24)^2 = 2^-98, norms <= 2^48 D). Outside, e makes M ~ 1, except that the
+// unshifted points (read by the direct-difference paths) must stay finite (at most 2^kRawLimit) and
+// 2^-e a normal T (|e| <= kMaxExponent). Data that are not finite keep e = 0 (NaN results as before).
+// One O(n d) pass, fused with the mean: per-coordinate minima and maxima give M without a second pass.
 template <class T>
-std::vector<T> centre(const T* a, index_t na,  // [na, d]
-                      const T* b, index_t nb,  // [nb, d] or nullptr
-                      index_t d) {
-  std::vector<double> acc(static_cast<std::size_t>(d), 0.0);
-  for (index_t i = 0; i < na; ++i)
-    for (index_t k = 0; k < d; ++k) acc[k] += static_cast<double>(a[i * d + k]);
-  if (b != nullptr)
-    for (index_t i = 0; i < nb; ++i)
-      for (index_t k = 0; k < d; ++k) acc[k] += static_cast<double>(b[i * d + k]);
-  const double count = static_cast<double>(na + (b != nullptr ? nb : 0));
-  std::vector<T> s(static_cast<std::size_t>(d));
-  for (index_t k = 0; k < d; ++k) s[k] = count > 0 ? static_cast<T>(acc[k] / count) : T(0);
-  return s;
+struct Frame {
+  std::vector<T> s;  // [d] centre
+  int e = 0;         // the points are divided by 2^e
+  double scale() const { return std::ldexp(1.0, -e); }
+};
+
+template <class T>
+constexpr int kRangeWindow = std::is_same<T, float>::value ? 24 : 200;
+template <class T>
+constexpr int kRawLimit = std::is_same<T, float>::value ? 60 : 500;
+template <class T>
+constexpr int kMaxExponent = std::is_same<T, float>::value ? 120 : 1000;
+
+template <class T>
+int range_exponent(double centred_max, double raw_max) {
+  if (!(centred_max > 0.0) || !std::isfinite(centred_max) || !std::isfinite(raw_max)) return 0;
+  int e = 0, e_raw = 0;
+  std::frexp(centred_max, &e);  // M in [2^(e-1), 2^e)
+  if (e >= -kRangeWindow<T> && e <= kRangeWindow<T>) return 0;
+  std::frexp(raw_max, &e_raw);
+  e = std::max(e, e_raw - kRawLimit<T>);
+  return std::min(std::max(e, -kMaxExponent<T>), kMaxExponent<T>);
 }
 
 template <class T>
+Frame<T> make_frame(const T* a, index_t na,  // [na, d]
+                    const T* b, index_t nb,  // [nb, d] or nullptr
+                    index_t d) {
+  std::vector<double> acc(static_cast<std::size_t>(d), 0.0);
+  std::vector<T> lo(static_cast<std::size_t>(d), std::numeric_limits<T>::infinity());
+  std::vector<T> hi(static_cast<std::size_t>(d), -std::numeric_limits<T>::infinity());
+  auto scan = [&](const T* p, index_t rows) {
+    for (index_t i = 0; i < rows; ++i)
+      for (index_t k = 0; k < d; ++k) {
+        const T v = p[i * d + k];
+        acc[k] += static_cast<double>(v);
+        lo[k] = std::min(lo[k], v);
+        hi[k] = std::max(hi[k], v);
+      }
+  };
+  scan(a, na);
+  if (b != nullptr) scan(b, nb);
+  const double count = static_cast<double>(na + (b != nullptr ? nb : 0));
+  Frame<T> f;
+  f.s = std::vector<T>(static_cast<std::size_t>(d));
+  double centred_max = 0.0, raw_max = 0.0;
+  for (index_t k = 0; k < d; ++k) {
+    f.s[k] = count > 0 ? static_cast<T>(acc[k] / count) : T(0);
+    if (count > 0) {
+      const double sk = static_cast<double>(f.s[k]);
+      centred_max = std::max(centred_max, std::max(static_cast<double>(hi[k]) - sk, sk - static_cast<double>(lo[k])));
+      raw_max = std::max(raw_max, std::max(std::fabs(static_cast<double>(lo[k])), std::fabs(static_cast<double>(hi[k]))));
+    }
+  }
+  f.e = range_exponent<T>(centred_max, raw_max);
+  return f;
+}
+
+// Packed values are (src - s) rounded to T, then times 2^-e (exact): at e = 0 the same bits as without
+// the frame's scaling; the unshifted copies are src times 2^-e.
+template <class T>
 void pack(Packed<T>& P, const T* src,         // [rows, d]
           const T* w,                          // [rows] or nullptr
-          const std::vector<T>& s,             // [d] centre
+          const Frame<T>& frame,
           int threads) {
   constexpr int NR = panel_cols<T>();
+  const std::vector<T>& s = frame.s;
+  const double scale = frame.scale();
+  const bool scaled = frame.e != 0;
   P.src = src;
   const index_t d = P.d, dp = P.dp, rows = P.rows;
+  if (scaled && !P.direct) {
+    P.scaled_src = std::vector<T>(static_cast<std::size_t>(rows * d));  // (not resize: no weak std:: code, tests/test_determinism.py)
+    P.src = P.scaled_src.data();
+  }
+  T* scaled_src = scaled && !P.direct ? P.scaled_src.data() : nullptr;
   T* rm = P.rowmajor.get();
   T* pn = P.panels.get();
   T* nrm = P.norms.get();
@@ -292,16 +361,27 @@ void pack(Packed<T>& P, const T* src,         // [rows, d]
   for (index_t i = 0; i < rows; ++i) {
     double n2 = 0.0;
     for (index_t k = 0; k < d; ++k) {
-      const T v = src[i * d + k] - s[k];
+      const T v = static_cast<T>(static_cast<double>(src[i * d + k] - s[k]) * scale);
+      const T raw = static_cast<T>(static_cast<double>(src[i * d + k]) * scale);
       rm[i * dp + k] = v;
       n2 = mul_add(static_cast<double>(v), static_cast<double>(v), n2);
       if (with_panels) pn[(i / NR) * d * NR + k * NR + (i % NR)] = v;
-      if (raw_rows != nullptr) raw_rows[i * d + k] = src[i * d + k];
-      if (raw_panels != nullptr) raw_panels[(i / NR) * d * NR + k * NR + (i % NR)] = src[i * d + k];
+      if (raw_rows != nullptr) raw_rows[i * d + k] = raw;
+      if (raw_panels != nullptr) raw_panels[(i / NR) * d * NR + k * NR + (i % NR)] = raw;
+      if (scaled_src != nullptr) scaled_src[i * d + k] = raw;
     }
     nrm[i] = static_cast<T>(n2);
     wt[i] = w != nullptr ? w[i] : T(1);
   }
+}
+
+// The kernel's parameters in the frame's units (kernel_scaling.h), clamped into float's range for a
+// float pass.
+template <class K, class T>
+KernelParams frame_params(const KernelParams& p, int e) {
+  KernelParams q = p;
+  Scaling<K>::rescale(q, e, std::is_same<T, float>::value);
+  return q;
 }
 
 // ---- micro-kernels ----------------------------------------------------------------------------------
@@ -607,7 +687,7 @@ inline double lane_sum(const double* a, int count) {
 // arithmetic of its own mode, so its outputs are bit-identical to separate VALUE and GRAD calls);
 // TOTAL is VALUE without rows, and for self pairs visits only the panels at or right of the diagonal.
 template <class K, class T>
-void pair_reduce_impl(const PairArgs& a) {
+Status pair_reduce_impl(const PairArgs& a, std::uint32_t epoch) {
   constexpr int NR = panel_cols<T>();
   const index_t n = a.n, m = a.m, d = a.d;
   const bool self = a.self_pairs != 0;
@@ -620,12 +700,15 @@ void pair_reduce_impl(const PairArgs& a) {
   const bool triangle = self && mode == Mode::kTotal;
   const bool skip_diag = self && a.exclude_diagonal != 0;
   const int threads = thread_count(a.num_threads);
-  const KernelParams p = a.kernel;
   const T* x = static_cast<const T*>(a.x);    // [n, d]
   const T* y = static_cast<const T*>(a.y);    // [m, d]
   const T* wy = static_cast<const T*>(a.wy);  // [m] or nullptr
 
-  const std::vector<T> s = centre(x, n, self ? nullptr : y, m, d);
+  const Frame<T> s = make_frame(x, n, self ? nullptr : y, m, d);
+  const KernelParams p = frame_params<K, T>(a.kernel, s.e);
+  // Outputs back from the frame's units (kernel_scaling.h); 1 at e = 0.
+  const double value_scale = std::ldexp(1.0, Scaling<K>::value_power * s.e);
+  const double grad_scale = std::ldexp(1.0, (Scaling<K>::value_power - 1) * s.e);
   // Self pairs: one packed copy serves as rows and columns (padded for both roles).
   const index_t n_pad = self ? pad_rows<T>(n) : round_up(n, kMR);
   const index_t m_pad = round_up(m, NR);
@@ -676,6 +759,7 @@ void pair_reduce_impl(const PairArgs& a) {
     std::vector<double> G(grad ? static_cast<std::size_t>(kMR * dp) : 0);
 #pragma omp for schedule(dynamic, 1)
     for (index_t b = 0; b < blocks; ++b) {
+      if (interrupt_epoch() != epoch) continue;  // interrupted: skip the remaining blocks
       const index_t i0 = b * kMR;
       std::fill(acc, acc + kMR * NR, 0.0);
       std::fill(accv, accv + kMR * NR, T(0));
@@ -750,34 +834,36 @@ void pair_reduce_impl(const PairArgs& a) {
       for (int r = 0; r < kMR && i0 + r < n; ++r) {
         if (value) {
           const double srow = lane_sum(acc + r * NR, NR);
-          rows[i0 + r] = triangle ? 2.0 * srow : srow;
+          rows[i0 + r] = (triangle ? 2.0 * srow : srow) * value_scale;
         }
         if (grad) {
           const double srow = ones_column ? G[r * dp + d] : lane_sum(accg + r * NR, NR);
           const T* xr = X.rowmajor.get() + (i0 + r) * dp;
           const double* g = G.data() + r * dp;
           T* o = out + (i0 + r) * d;
-          for (index_t k = 0; k < d; ++k) o[k] = static_cast<T>(mul_add(static_cast<double>(xr[k]), srow, -g[k]));
+          for (index_t k = 0; k < d; ++k)
+            o[k] = static_cast<T>(mul_add(static_cast<double>(xr[k]), srow, -g[k]) * grad_scale);
         }
       }
     }
   }
 
+  if (interrupt_epoch() != epoch) return kInterrupted;
   if (value) {
     const T* wx = static_cast<const T*>(a.wx);  // [n] or nullptr
     double total = 0.0;
     for (index_t i = 0; i < n; ++i) total = wx != nullptr ? mul_add(static_cast<double>(wx[i]), rows[i], total) : total + rows[i];
     *a.out_total = total;
   }
+  return kOk;
 }
 
 template <class T>
-Status dispatch_kernel(const PairArgs& a) {
+Status dispatch_kernel(const PairArgs& a, std::uint32_t epoch) {
   switch (static_cast<KernelId>(a.kernel.kernel)) {
-#define LD_CASE(Functor, Id)           \
-  case Id:                             \
-    pair_reduce_impl<Functor, T>(a);   \
-    return kOk;
+#define LD_CASE(Functor, Id) \
+  case Id:                   \
+    return pair_reduce_impl<Functor, T>(a, epoch);
     LATENTDIV_FOR_EACH_KERNEL(LD_CASE)
 #undef LD_CASE
   }
@@ -787,13 +873,14 @@ Status dispatch_kernel(const PairArgs& a) {
 // ---- pdist ------------------------------------------------------------------------------------------
 // The same r2 tiles as the pair reduction; the upper triangle j > i is written as sqrt(r2).
 template <class T>
-void pdist_forward(const PdistArgs& a) {
+Status pdist_forward(const PdistArgs& a, std::uint32_t epoch) {
   constexpr int NR = panel_cols<T>();
   const T* x = static_cast<const T*>(a.x);  // [n, d]
   T* out = static_cast<T*>(a.out);          // [n (n - 1) / 2]
   const index_t n = a.n, d = a.d;
   const int threads = thread_count(a.num_threads);
-  const std::vector<T> s = centre(x, n, static_cast<const T*>(nullptr), 0, d);
+  const Frame<T> s = make_frame(x, n, static_cast<const T*>(nullptr), 0, d);
+  const double dist_scale = std::ldexp(1.0, s.e);  // distances back from the frame's units
   Packed<T> X(n, pad_rows<T>(n), d, true);
   pack(X, x, static_cast<const T*>(nullptr), s, threads);
   const index_t blocks = (n + kMR - 1) / kMR;
@@ -806,11 +893,17 @@ void pdist_forward(const PdistArgs& a) {
     alignas(kAlign) T D[kMR * NR];
 #pragma omp for schedule(dynamic, 1)
     for (index_t b = 0; b < blocks; ++b) {
+      if (interrupt_epoch() != epoch) continue;  // interrupted: skip the remaining blocks
       const index_t i0 = b * kMR;
       for (index_t j0 = (i0 + 1) / NR * NR; j0 < n; j0 += NR) {
         if (const unsigned mask = r2_tile(X, i0, X, j0, R)) r2_fix(X, i0, X, j0, R, mask);
+        if (s.e == 0) {
 #pragma omp simd
-        for (int e = 0; e < kMR * NR; ++e) D[e] = ld_sqrt(R[e]);
+          for (int e = 0; e < kMR * NR; ++e) D[e] = ld_sqrt(R[e]);
+        } else {
+#pragma omp simd
+          for (int e = 0; e < kMR * NR; ++e) D[e] = static_cast<T>(static_cast<double>(ld_sqrt(R[e])) * dist_scale);
+        }
         for (int r = 0; r < kMR && i0 + r < n; ++r) {
           const index_t i = i0 + r;
           const index_t c_begin = std::max<index_t>(i + 1 - j0, 0);
@@ -822,6 +915,7 @@ void pdist_forward(const PdistArgs& a) {
       }
     }
   }
+  return interrupt_epoch() != epoch ? kInterrupted : kOk;
 }
 
 // grad_i = sum_{j != i} c_ij (x_i - x_j), c_ij = g_ij / d_ij (0 where d_ij = 0: subgradient of the
@@ -839,7 +933,7 @@ void pdist_forward(const PdistArgs& a) {
 // torch's _pdist_backward (its per-pair vector code reads the arrays in one stream), at D = 64 2.3x
 // faster than it.
 template <class T>
-void pdist_backward(const PdistArgs& a) {
+Status pdist_backward(const PdistArgs& a, std::uint32_t epoch) {
   constexpr int NR = panel_cols<T>();
   const T* x = static_cast<const T*>(a.x);         // [n, d]
   const T* g = static_cast<const T*>(a.grad_out);  // [n (n - 1) / 2]
@@ -847,7 +941,10 @@ void pdist_backward(const PdistArgs& a) {
   T* out = static_cast<T*>(a.out);                 // [n, d]
   const index_t n = a.n, d = a.d;
   const int threads = thread_count(a.num_threads);
-  const std::vector<T> s = centre(x, n, static_cast<const T*>(nullptr), 0, d);
+  const Frame<T> s = make_frame(x, n, static_cast<const T*>(nullptr), 0, d);
+  // c_ij x_j with the frame's points x_j / 2^e needs c_ij 2^e = g_ij / (d_ij 2^-e): the distances
+  // are brought into the frame's units (exact; 2^-e is a normal T, kMaxExponent), nothing else changes.
+  const T dist_to_frame = static_cast<T>(s.scale());
   // Rows are read as row blocks (kMR), as column panels (kNR) and as groups of kSuper blocks (the
   // column side's GEMM reads a whole group, zero-weighted past the end) of the same packed copy.
   constexpr index_t kSuper = 2;
@@ -901,6 +998,7 @@ void pdist_backward(const PdistArgs& a) {
       double* cg = col_g.data() + col_offset[p] * static_cast<std::size_t>(dp);  // row j at (j - first_row) * dp
       double* cs = col_s.data() + col_offset[p];
       for (index_t sb = stripe_block[p]; sb < stripe_block[p + 1]; sb += kSuper) {
+        if (interrupt_epoch() != epoch) break;  // interrupted: skip the rest of this stripe
         const index_t nb = std::min<index_t>(kSuper, stripe_block[p + 1] - sb);  // blocks of this group
         const index_t i_first = sb * kMR;
         std::fill(acc.begin(), acc.end(), 0.0);
@@ -922,7 +1020,7 @@ void pdist_backward(const PdistArgs& a) {
                 const T* gd = g + base;
                 const T* dd = dist + base;
 #pragma omp simd
-                for (int c = c_hi; c < c_end; ++c) cr[c] = dd[c] > T(0) ? gd[c] / dd[c] : T(0);
+                for (int c = c_hi; c < c_end; ++c) cr[c] = dd[c] > T(0) ? gd[c] / (dd[c] * dist_to_frame) : T(0);
               }
             }
           }
@@ -984,6 +1082,7 @@ void pdist_backward(const PdistArgs& a) {
       for (index_t k = 0; k < d; ++k) o[k] = static_cast<T>(mul_add(static_cast<double>(xr[k]), srow, -gs[k]));
     }
   }
+  return interrupt_epoch() != epoch ? kInterrupted : kOk;
 }
 
 }  // namespace
@@ -1010,19 +1109,18 @@ Status pair_reduce_cpu(const PairArgs& a) {
     }
     return kOk;
   }
-  return a.dtype == static_cast<std::int32_t>(DType::kFloat32) ? dispatch_kernel<float>(a) : dispatch_kernel<double>(a);
+  const std::uint32_t epoch = interrupt_epoch();
+  return a.dtype == static_cast<std::int32_t>(DType::kFloat32) ? dispatch_kernel<float>(a, epoch)
+                                                                : dispatch_kernel<double>(a, epoch);
 }
 
 Status pdist_cpu(const PdistArgs& a) {
   const Status s = validate(a, false);
   if (s != kOk) return s;
   if (a.n < 2) return kOk;
-  if (a.dtype == static_cast<std::int32_t>(DType::kFloat32)) {
-    pdist_forward<float>(a);
-  } else {
-    pdist_forward<double>(a);
-  }
-  return kOk;
+  const std::uint32_t epoch = interrupt_epoch();
+  return a.dtype == static_cast<std::int32_t>(DType::kFloat32) ? pdist_forward<float>(a, epoch)
+                                                                : pdist_forward<double>(a, epoch);
 }
 
 Status pdist_backward_cpu(const PdistArgs& a) {
@@ -1034,12 +1132,9 @@ Status pdist_backward_cpu(const PdistArgs& a) {
                               (a.dtype == static_cast<std::int32_t>(DType::kFloat32) ? sizeof(float) : sizeof(double)));
     return kOk;
   }
-  if (a.dtype == static_cast<std::int32_t>(DType::kFloat32)) {
-    pdist_backward<float>(a);
-  } else {
-    pdist_backward<double>(a);
-  }
-  return kOk;
+  const std::uint32_t epoch = interrupt_epoch();
+  return a.dtype == static_cast<std::int32_t>(DType::kFloat32) ? pdist_backward<float>(a, epoch)
+                                                                : pdist_backward<double>(a, epoch);
 }
 
 }  // namespace LD_ISA_NS

@@ -1,5 +1,9 @@
 // Argument checks shared by the CPU and CUDA entry points. Python validates user input first and
 // raises errors that name the argument; these checks keep a bad call from reaching the schedules.
+// Also the interrupt epoch the CPU schedules poll (engine.h): it lives here, in the one translation
+// unit every build of the schedule links (the module, and the C++ drivers of tests/cpp).
+#include <atomic>
+
 #include "latentdiv/engine.h"
 #include "latentdiv/kernels.h"
 
@@ -20,6 +24,16 @@ bool known_dtype(std::int32_t t) {
   return t == static_cast<std::int32_t>(DType::kFloat32) || t == static_cast<std::int32_t>(DType::kFloat64);
 }
 }  // namespace
+
+namespace {
+// Incremented by each interrupt. Lock-free, hence usable from a signal handler.
+std::atomic<std::uint32_t> g_interrupt_epoch{0};
+static_assert(std::atomic<std::uint32_t>::is_always_lock_free, "note_interrupt() must be async-signal-safe");
+}  // namespace
+
+std::uint32_t interrupt_epoch() { return g_interrupt_epoch.load(std::memory_order_relaxed); }
+
+void note_interrupt() { g_interrupt_epoch.fetch_add(1, std::memory_order_relaxed); }
 
 Status validate(const PairArgs& a) {
   if (!known_dtype(a.dtype)) return kBadArgument;

@@ -6,15 +6,42 @@ to ``reference.py`` otherwise; the results agree to the tolerances of DESIGN.md 
 
 from __future__ import annotations
 
+import math
+import numbers
 from typing import Any, Optional, Sequence, Union
 
 import torch
 
 from . import _ext, reference
-from ._registry import get_kernel, kernel_params
+from ._registry import KernelSpec, get_kernel, kernel_params
 from ._validation import check_bool, check_pair, check_points, check_weights, compute_dtype
 
 Bandwidth = Union[float, Sequence[float], torch.Tensor]
+
+
+def _engine_params(spec: KernelSpec, bandwidth: Any, dim: int, options: dict) -> tuple:
+    """The engine's params, or a ValueError naming the argument (``gamma`` for the Cramer-Wold kernels,
+    else ``bandwidth``) when a positive finite value is still unusable: its derived parameters (e.g.
+    1 / (2 h^2) for h = 1e-300) leave float64's range. The engine takes any finite params whatever the
+    input dtype (float32 passes rescale and clamp them, docs/engine.md)."""
+    name = "gamma" if "gamma" in spec.options else "bandwidth"
+    if spec.functor == "CramerWoldExact" and "gamma" in options:
+        gamma = options["gamma"]
+        # The fitted phi_D reads 1 / (4 gamma) and 4 gamma (D/2 + 8) (cw_phi.h); both must be normal.
+        if isinstance(gamma, numbers.Real) and not isinstance(gamma, bool) and math.isfinite(gamma) and gamma > 0:
+            for derived in (0.25 / gamma, 4.0 * gamma * (dim / 2.0 + 8.0)):
+                if not (2.3e-308 < derived < 1.7e308):
+                    raise ValueError(f"gamma={gamma!r} is out of the usable range for kernel {spec.name!r} "
+                                     f"(1 / (4 gamma) and gamma (2D + 32) must be normal float64 numbers)")
+    try:
+        params = kernel_params(spec, bandwidth, dim, options)
+        usable = all(math.isfinite(v) for v in params)
+    except (ZeroDivisionError, OverflowError):
+        usable = False
+    if not usable:
+        raise ValueError(f"{name}={bandwidth if name == 'bandwidth' else options.get('gamma')!r} is out of the usable "
+                         f"range for kernel {spec.name!r}: its derived parameters overflow float64")
+    return params
 
 
 def pairwise_sum(
@@ -63,7 +90,7 @@ def pairwise_sum(
     check_weights(weights_x, "weights_x", x, "x")
     check_weights(weights_y, "weights_y", y if y is not None else x, "y")
     dim = x.shape[1]
-    params = kernel_params(spec, bandwidth, dim, kernel_options)
+    params = _engine_params(spec, bandwidth, dim, kernel_options)
 
     out_dtype = x.dtype
     work = compute_dtype(x.dtype)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import math
+import sys
 
 import numpy as np
 import scipy.special as _sp
@@ -233,8 +234,8 @@ def cw_phi_params(D: float, s_scale: float = 1.0) -> tuple[float, ...]:
         raise ValueError(f"cw_phi_params: s_scale must be finite and > 0, got {s_scale}")
     kind, a, coeffs = _cw_phi_fit_const(D)
     a_r2 = a / s_scale
-    # the float32 path casts a / s_scale to float: keep it a normal float32 number
-    if not (1e-30 <= a_r2 <= 1e30):
+    # a normal float64 number (the CPU engine brings it into float32's range for float32 data)
+    if not (sys.float_info.min <= a_r2 <= sys.float_info.max):
         raise ValueError(f"cw_phi_params: s_scale={s_scale} is out of range for D={D}")
     return (s_scale, float(kind), D, a, a_r2, float(len(coeffs))) + coeffs
 

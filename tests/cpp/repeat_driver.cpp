@@ -40,6 +40,7 @@ struct ArenaMark {
 };
 }  // namespace
 
+#if !defined(LD_SYSTEM_ALLOCATOR)  // tools/sanitize.sh keeps the system allocator (its blocks are guarded)
 void* operator new(std::size_t size) { return bump(size, 16); }
 void* operator new[](std::size_t size) { return bump(size, 16); }
 void* operator new(std::size_t size, std::align_val_t al) { return bump(size, static_cast<std::size_t>(al)); }
@@ -52,6 +53,7 @@ void operator delete(void*, std::align_val_t) noexcept {}
 void operator delete[](void*, std::align_val_t) noexcept {}
 void operator delete(void*, std::size_t, std::align_val_t) noexcept {}
 void operator delete[](void*, std::size_t, std::align_val_t) noexcept {}
+#endif
 
 namespace latentdiv {
 LATENTDIV_DECLARE_CPU_VARIANT(LD_ISA_NS)  // the variant this driver is built with (a redeclaration is fine)

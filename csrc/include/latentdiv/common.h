@@ -41,6 +41,7 @@ enum Status : std::int32_t {
   kUnknownKernel = 2,
   kUnsupported = 3,   // e.g. a CUDA call in a build without CUDA
   kCudaError = 4,
+  kInterrupted = 5,   // CPU: an interrupt (Ctrl-C) arrived during the call; the outputs are incomplete
 };
 
 // Parameters of one radial kernel f(r2). Each functor documents how it reads `params`.

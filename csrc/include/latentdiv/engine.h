@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 
 #include "latentdiv/common.h"
 
@@ -39,6 +40,13 @@ CpuIsa cpu_isa_best();
 // Argument checks shared by every schedule (cpu/validate.cpp): the backstop behind the Python checks.
 Status validate(const PairArgs& args);
 Status validate(const PdistArgs& args, bool backward);
+
+// Interrupts (Ctrl-C). The CPU schedules take interrupt_epoch() when they start, compare it between
+// row blocks and return kInterrupted (outputs incomplete) once it has changed. note_interrupt() is
+// async-signal-safe (a lock-free atomic increment): the bindings call it from the SIGINT handler they
+// chain in front of Python's for the duration of an engine call. Defined in cpu/validate.cpp.
+std::uint32_t interrupt_epoch();
+void note_interrupt();
 
 #if defined(LATENTDIV_WITH_CUDA)
 // CUDA schedule (cuda/): launched on `stream` (a cudaStream_t, torch's current stream), never the

@@ -1,0 +1,112 @@
+// latentdiv/kernel_scaling.h: how each kernel of kernels.h reads its parameters when the CPU schedule
+// measures distances in other units, so that float32 data of any finite magnitude give float32 results.
+//
+// Why: r2 = ||x - y||^2 leaves float32's range long before the points do. At |x| ~ 1.8e19 (D >= 9) it
+// overflows (NaN results), at |x| ~ 1e-19 its terms fall below the smallest normal number and are
+// flushed to zero (pdist and energy were 0 at 1e-20, 11-23% low at 1e-19), while the true results are
+// ordinary numbers. The CPU schedule therefore divides the centred points by a power of two 2^e chosen
+// from their largest magnitude (exact in binary floating point: every product, sum, division and sqrt
+// is then the same arithmetic, only the exponents change) and folds the factor into the parameters
+// (rescale below) and into the outputs:
+//
+//   f(r2; p) = 2^(value_power e) f(r2 4^-e; rescale(p, e)),
+//
+// so VALUE rows are multiplied by 2^(value_power e) and GRAD rows by 2^((value_power - 1) e) (the slope
+// df/dr2 gains 4^-e, the difference x_i - y_j loses 2^e). At ordinary scales e = 0 and nothing changes.
+//
+// Kernel parameters can also leave float32's range on their own (a bandwidth of 1e-20 for data of
+// size 1 makes 1 / (2 h^2) = 5e39 an inf in float32, and exp(-inf * 0) a NaN on the diagonal): in a
+// float32 pass each length-like parameter is clamped into a range where the functor's arithmetic stays
+// normal (ParamRange below). The clamp changes no kernel value beyond float rounding: such a kernel is a
+// delta at r2 = 0 or a constant for every r2 the frame holds. (Not the Cramer-Wold approximation, whose
+// value at 0 is gamma^(-1/2) itself: it is not clamped.)
+//
+// Adding a kernel: one specialization here (there is no default, so a missing one does not compile).
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+
+#include "latentdiv/cw_phi.h"
+#include "latentdiv/kernels.h"
+
+namespace latentdiv {
+
+// What a float pass may hold for a parameter: the normal float range, or less where the functor
+// divides by c + r2 (imq, the exact Cramer-Wold kernel): there c <= 2^100 keeps 1 / (c + r2) normal
+// (not flushed to 0), and c / (c + r2) is 1 to float precision for any r2 of the frame (<= 2^50 D).
+// Double passes clamp nothing.
+struct ParamRange {
+  double lo, hi;
+};
+constexpr ParamRange kNoClamp{0.0, HUGE_VAL};
+constexpr ParamRange kFloatRange{1.17549435082228750797e-38, 3.40282346638528859812e+38};  // FLT_MIN, FLT_MAX
+constexpr ParamRange kFloatDenominator{1.17549435082228750797e-38, 0x1p100};
+
+// v * 2^pow2, then clamped into `r` when `clamp`.
+inline void scale_param(double& v, int pow2, bool clamp, const ParamRange& r) {
+  v = std::ldexp(v, pow2);
+  if (clamp) v = std::min(std::max(v, r.lo), r.hi);
+}
+
+// Specializations: `value_power` (f scales as length^value_power) and `rescale(p, e, clamp)`, which
+// rewrites p for points divided by 2^e and, when clamp (float pass), keeps it in float's range.
+template <class K>
+struct Scaling;
+
+// exp(-a r2): a in 1 / r2 units.
+template <>
+struct Scaling<Gaussian> {
+  static constexpr int value_power = 0;
+  static void rescale(KernelParams& p, int e, bool clamp) {
+    for (int s = 0; s < p.n_params; ++s) scale_param(p.params[s], 2 * e, clamp, kFloatRange);
+  }
+};
+
+// exp(-b r): b in 1 / r units.
+template <>
+struct Scaling<Laplacian> {
+  static constexpr int value_power = 0;
+  static void rescale(KernelParams& p, int e, bool clamp) {
+    for (int s = 0; s < p.n_params; ++s) scale_param(p.params[s], e, clamp, kFloatRange);
+  }
+};
+
+// c / (c + r2): c in r2 units.
+template <>
+struct Scaling<Imq> {
+  static constexpr int value_power = 0;
+  static void rescale(KernelParams& p, int e, bool clamp) {
+    for (int s = 0; s < p.n_params; ++s) scale_param(p.params[s], -2 * e, clamp, kFloatDenominator);
+  }
+};
+
+// -r: no parameters; the value is a length.
+template <>
+struct Scaling<Energy> {
+  static constexpr int value_power = 1;
+  static void rescale(KernelParams&, int, bool) {}
+};
+
+// (gamma + K r2)^(-1/2): gamma in r2 units (K is a pure number), the value in 1 / length:
+// (gamma 4^-e + K r2 4^-e)^(-1/2) = 2^e f. Not clamped: f(0) = gamma^(-1/2) itself depends on gamma.
+template <>
+struct Scaling<CramerWoldApprox> {
+  static constexpr int value_power = -1;
+  static void rescale(KernelParams& p, int e, bool) {
+    if (p.n_params >= 1) scale_param(p.params[0], -2 * e, false, kNoClamp);
+  }
+};
+
+// phi_D(s_scale r2) (cw_phi.h layout): s_scale in 1 / r2 units, a / s_scale in r2 units; a and the
+// coefficients are pure numbers.
+template <>
+struct Scaling<CramerWoldExact> {
+  static constexpr int value_power = 0;
+  static void rescale(KernelParams& p, int e, bool clamp) {
+    if (p.n_params >= 1) scale_param(p.params[0], 2 * e, clamp, kFloatRange);
+    if (p.n_params >= 5) scale_param(p.params[4], -2 * e, clamp, kFloatDenominator);
+  }
+};
+
+}  // namespace latentdiv
