@@ -10,7 +10,7 @@ from typing import Any, Optional, Sequence, Union
 
 import torch
 
-from . import _ext, reference
+from . import _ext, ops, reference
 from ._registry import get_kernel, kernel_params
 from ._validation import check_bool, check_pair, check_points, check_weights, compute_dtype
 
@@ -80,9 +80,9 @@ def pairwise_sum(
             args = [args[1], args[0], args[3], args[2]]
         if torch.is_grad_enabled() and args[0].requires_grad:
             # Training path: the forward pass also yields the first argument's gradient (ops.py).
-            total, _, _ = torch.ops.latentdiv.pair_sum_with_grad(*args, spec.kernel_id, list(params), exclude_diagonal)
+            total, _, _ = ops.sum_with_grad_fn(*args, spec.kernel_id, list(params), exclude_diagonal)
         else:
-            total = torch.ops.latentdiv.pair_sum(*args, spec.kernel_id, list(params), exclude_diagonal)
+            total = ops.sum_fn(*args, spec.kernel_id, list(params), exclude_diagonal)
     else:
         total = reference.pairwise_sum(xc, yc, wx, wy, spec, bandwidth, kernel_options, exclude_diagonal)
     return total.to(out_dtype)
@@ -96,7 +96,7 @@ def pdist(x: torch.Tensor) -> torch.Tensor:  # [n, D] -> [n (n - 1) / 2]
     work = compute_dtype(x.dtype)
     xc = x.to(work).contiguous()
     if _ext.use_compiled(x.device):
-        out = torch.ops.latentdiv.pdist(xc)
+        out = ops.pdist_fn(xc)
     else:
         out = reference.pdist(xc)
     return out.to(x.dtype)
