@@ -297,7 +297,7 @@ def _second_order(f, z, v):
 def test_loss_second_order(name, monkeypatch):
     f = LOSSES[name]
     z = _points(6, 3, 43).requires_grad_()
-    assert gradgradcheck(f, (z[:4].detach().requires_grad_(),))
+    assert gradgradcheck(f, (z,))
     v = _points(6, 3, 44)
     gp, hv = _second_order(f, z, v)
     _twice_differentiable_reference(monkeypatch)
@@ -459,7 +459,7 @@ def test_torch_compile_fullgraph_survives_new_n_d_and_bandwidth():
     torch._dynamo.reset()
     f = lambda x, y, h: F.mmd(x, y, bandwidth=h) + F.mmd_to_normal(x, bandwidth=h)  # noqa: E731
     compiled = torch.compile(f, fullgraph=True, backend="aot_eager")
-    for n, d, h in [(8, 3, 1.0), (11, 3, 1.5), (9, 4, 2.0), (13, 6, 0.7), (10, 2, 3.0)]:
+    for n, d, h in [(8, 3, 1.0), (11, 3, 1.5), (9, 4, 2.0), (13, 2, 0.7)]:
         x = _points(n, d, 100 + n).requires_grad_()
         y = _points(n + 2, d, 200 + n)
         value = compiled(x, y, h)
