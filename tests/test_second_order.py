@@ -469,3 +469,29 @@ def test_torch_compile_fullgraph_survives_new_n_d_and_bandwidth():
         (wx,) = torch.autograd.grad(want, x2)
         torch.testing.assert_close(value, want)
         torch.testing.assert_close(gx, wx)
+
+
+@pytest.mark.parametrize("requires_grad", [False, True])
+def test_opcheck_hess_vec_and_the_backward_ops(requires_grad):
+    x, y = _points(6, 3, 81), _points(4, 3, 82)
+    wx, wy, vx, vy = _weights(6, 83), _weights(4, 84), _points(6, 3, 85), _points(4, 3, 86)
+    if requires_grad:
+        x, y, wy = (t.requires_grad_(True) for t in (x, y, wy))
+    torch.library.opcheck(ops.pair_hess_vec, (x.detach(), y.detach(), None, wy.detach(), vx, None, 0, [0.5]))
+    torch.library.opcheck(ops.pair_hess_vec, (x.detach(), None, wx, wx, vx, vx, 5, _params(KERNEL_CASES[-1], 3)[1]))
+    torch.library.opcheck(ops.pair_hess_vec, (x.detach(), y.detach(), wx, None, None, vy, 3, []))
+    # pair_rows / pair_grad with inputs that require grad: their registered autograd (second order).
+    torch.library.opcheck(ops.pair_rows, (x, y, wy, 2, [1.0, 2.0], False))
+    torch.library.opcheck(ops.pair_grad, (x, y, wy, 0, [0.5], False))
+
+
+def test_torch_func_grad_with_respect_to_the_bandwidth():
+    x = _points(5, 2, 91)
+    h = torch.tensor(1.3, dtype=f64)
+    got = torch.func.grad(lambda h: latentdiv.pairwise_sum(x, bandwidth=h))(h)
+    hh = h.clone().requires_grad_()
+    (want,) = torch.autograd.grad(latentdiv.pairwise_sum(x, bandwidth=hh), hh)
+    torch.testing.assert_close(got, want)
+    # d/dh sum_ij exp(-r2 / (2 h^2)) = sum_ij r2 / h^3 exp(-r2 / (2 h^2)), in plain torch
+    r2 = (x.unsqueeze(1) - x.unsqueeze(0)).pow(2).sum(-1)
+    torch.testing.assert_close(got, (r2 / 1.3 ** 3 * torch.exp(-r2 / (2 * 1.3 ** 2))).sum())
