@@ -37,7 +37,9 @@ inline PairArgs make_pair_args(int mode, int dtype,
                                std::uintptr_t workspace,  // CUDA scratch or 0
                                std::int64_t n, std::int64_t m, std::int64_t d, bool self_pairs,
                                bool exclude_diagonal, int num_threads, int kernel,
-                               const std::vector<double>& params) {
+                               const std::vector<double>& params,
+                               std::uintptr_t vx = 0,    // HESS_VEC: [n, d] or 0
+                               std::uintptr_t vy = 0) {  // HESS_VEC: [m, d] or 0
   PairArgs a{};
   a.x = reinterpret_cast<const void*>(x);
   a.y = reinterpret_cast<const void*>(y);
@@ -47,6 +49,8 @@ inline PairArgs make_pair_args(int mode, int dtype,
   a.out_total = reinterpret_cast<double*>(out_total);
   a.out_grad = reinterpret_cast<void*>(out_grad);
   a.workspace = reinterpret_cast<void*>(workspace);
+  a.vx = reinterpret_cast<const void*>(vx);
+  a.vy = reinterpret_cast<const void*>(vy);
   a.n = n;
   a.m = m;
   a.d = d;

@@ -112,9 +112,11 @@ int pair_reduce(int device, int isa, int mode, int dtype, std::uintptr_t x,  // 
                 std::uintptr_t out_grad,                                    // [n, d]
                 std::uintptr_t workspace,                                   // CUDA scratch or 0
                 std::int64_t n, std::int64_t m, std::int64_t d, bool self_pairs, bool exclude_diagonal,
-                int num_threads, int kernel, const std::vector<double>& params, std::uintptr_t stream) {
+                int num_threads, int kernel, const std::vector<double>& params, std::uintptr_t stream,
+                std::uintptr_t vx,    // HESS_VEC: [n, d] or 0
+                std::uintptr_t vy) {  // HESS_VEC: [m, d] or 0
   const PairArgs a = binding::make_pair_args(mode, dtype, x, y, wx, wy, out_rows, out_total, out_grad, workspace, n,
-                                             m, d, self_pairs, exclude_diagonal, num_threads, kernel, params);
+                                             m, d, self_pairs, exclude_diagonal, num_threads, kernel, params, vx, vy);
   if (device == kDeviceCpu) return run_interruptible([&] { return pair_reduce_cpu(a, static_cast<CpuIsa>(isa)); });
   py::gil_scoped_release release;
 #if defined(LATENTDIV_WITH_CUDA)
@@ -196,7 +198,7 @@ PYBIND11_MODULE(_C, m) {
         py::arg("x"), py::arg("y"), py::arg("wx"), py::arg("wy"), py::arg("out_rows"), py::arg("out_total"),
         py::arg("out_grad"), py::arg("workspace"), py::arg("n"), py::arg("m"), py::arg("d"),
         py::arg("self_pairs"), py::arg("exclude_diagonal"), py::arg("num_threads"), py::arg("kernel"),
-        py::arg("params"), py::arg("stream"));
+        py::arg("params"), py::arg("stream"), py::arg("vx") = 0, py::arg("vy") = 0);
   m.def(
       "pdist",
       [](int device, int isa, int dtype, std::uintptr_t x, std::uintptr_t out, std::int64_t n, std::int64_t d,

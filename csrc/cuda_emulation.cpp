@@ -85,6 +85,15 @@ Status emulate_pair(const PairArgs& a, bool reverse) {
     cs::reduce_partials_block(ex, partials, blocks, red.data(), a.out_total);
     return kOk;
   }
+  if (a.mode == static_cast<std::int32_t>(Mode::kHessVec)) {
+    for (index_t b = 0; b < blocks; ++b) {
+      auto tile = poisoned<T>(cs::kTileElems);
+      auto vtile = poisoned<T>(cs::kTileElems);
+      HostExec<cs::kBlock> ex(reverse);
+      cs::pair_hess_vec_block<K, T>(ex, a, b, tile.data(), vtile.data());
+    }
+    return kOk;
+  }
   for (index_t b = 0; b < blocks; ++b) {
     auto tile = poisoned<T>(cs::kTileElems);
     HostExec<cs::kBlock> ex(reverse);
@@ -111,7 +120,8 @@ Status emulate_pair_reduce(const PairArgs& a, std::size_t workspace_bytes, bool 
   const Status s = validate(a);
   if (s != kOk) return s;
   // The fused VALUE_GRAD and triangle-only TOTAL modes are CPU-schedule optimisations (common.h).
-  if (a.mode != static_cast<std::int32_t>(Mode::kValue) && a.mode != static_cast<std::int32_t>(Mode::kGrad)) {
+  if (a.mode != static_cast<std::int32_t>(Mode::kValue) && a.mode != static_cast<std::int32_t>(Mode::kGrad) &&
+      a.mode != static_cast<std::int32_t>(Mode::kHessVec)) {
     return kUnsupported;
   }
   if (a.mode == static_cast<std::int32_t>(Mode::kValue) && a.n > 0 && a.workspace == nullptr) return kBadArgument;
@@ -153,10 +163,12 @@ int py_emulate_pair_reduce(int mode, int dtype, std::uintptr_t x,  // [n, d]
                            std::uintptr_t workspace,                // [workspace_bytes] or 0
                            std::size_t workspace_bytes, std::int64_t n, std::int64_t m, std::int64_t d,
                            bool self_pairs, bool exclude_diagonal, int kernel, const std::vector<double>& params,
-                           bool reverse_threads) {
+                           bool reverse_threads,
+                           std::uintptr_t vx,    // HESS_VEC: [n, d] or 0
+                           std::uintptr_t vy) {  // HESS_VEC: [m, d] or 0
   // One thread: the emulator runs every CUDA thread of a block itself.
   const PairArgs a = binding::make_pair_args(mode, dtype, x, y, wx, wy, out_rows, out_total, out_grad, workspace, n,
-                                             m, d, self_pairs, exclude_diagonal, 1, kernel, params);
+                                             m, d, self_pairs, exclude_diagonal, 1, kernel, params, vx, vy);
   py::gil_scoped_release release;
   return emulate_pair_reduce(a, workspace_bytes, reverse_threads);
 }
@@ -189,7 +201,7 @@ void register_cuda_emulation(py::module_& m) {
         py::arg("y"), py::arg("wx"), py::arg("wy"), py::arg("out_rows"), py::arg("out_total"), py::arg("out_grad"),
         py::arg("workspace"), py::arg("workspace_bytes"), py::arg("n"), py::arg("m"), py::arg("d"),
         py::arg("self_pairs"), py::arg("exclude_diagonal"), py::arg("kernel"), py::arg("params"),
-        py::arg("reverse_threads") = false,
+        py::arg("reverse_threads") = false, py::arg("vx") = 0, py::arg("vy") = 0,
         "Run the CUDA schedule's block programs on the host (testing only; host pointers).");
   m.def(
       "emulate_cuda_pdist",

@@ -64,6 +64,9 @@ CpuIsa cpu_isa_best() {
 }
 
 Status pair_reduce_cpu(const PairArgs& a, CpuIsa isa) {
+  if (a.mode == static_cast<std::int32_t>(Mode::kHessVec)) {  // its own translation unit (pair_hess_vec_cpu.cpp)
+    return route(a, isa, cpu_baseline::pair_hess_vec_cpu, LD_AVX2(pair_hess_vec_cpu), LD_AVX512(pair_hess_vec_cpu));
+  }
   return route(a, isa, cpu_baseline::pair_reduce_cpu, LD_AVX2(pair_reduce_cpu), LD_AVX512(pair_reduce_cpu));
 }
 

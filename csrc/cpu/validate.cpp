@@ -56,6 +56,9 @@ Status validate(const PairArgs& a) {
     case Mode::kTotal:
       if (a.out_total == nullptr) return kBadArgument;
       break;
+    case Mode::kHessVec:
+      if (a.out_grad == nullptr) return kBadArgument;
+      break;
     default:
       return kBadArgument;
   }

@@ -72,6 +72,14 @@ __global__ void __launch_bounds__(cs::kBlock) pair_grad_kernel(const __grid_cons
   cs::pair_grad_block<K, T>(ex, a, static_cast<index_t>(blockIdx.x), tile);
 }
 
+template <class K, class T>
+__global__ void __launch_bounds__(cs::kBlock) pair_hess_vec_kernel(const __grid_constant__ PairArgs a) {
+  __shared__ T tile[cs::kTileElems];
+  __shared__ T vtile[cs::kTileElems];
+  DeviceExec ex;
+  cs::pair_hess_vec_block<K, T>(ex, a, static_cast<index_t>(blockIdx.x), tile, vtile);
+}
+
 __global__ void __launch_bounds__(cs::kReduceThreads)
     reduce_partials_kernel(const double* partials,  // [count]
                            index_t count,
@@ -125,6 +133,10 @@ Status run_pair(const PairArgs& a, cudaStream_t stream) {
     return launch_status();
   }
   if (blocks == 0) return kOk;
+  if (a.mode == static_cast<std::int32_t>(Mode::kHessVec)) {
+    pair_hess_vec_kernel<K, T><<<static_cast<unsigned>(blocks), cs::kBlock, 0, stream>>>(a);
+    return launch_status();
+  }
   pair_grad_kernel<K, T><<<static_cast<unsigned>(blocks), cs::kBlock, 0, stream>>>(a);
   return launch_status();
 }
@@ -170,7 +182,8 @@ Status pair_reduce_cuda(const PairArgs& a, void* stream) {
   const Status s = validate(a);
   if (s != kOk) return s;
   // The fused VALUE_GRAD and triangle-only TOTAL modes are CPU-schedule optimisations (common.h).
-  if (a.mode != static_cast<std::int32_t>(Mode::kValue) && a.mode != static_cast<std::int32_t>(Mode::kGrad)) {
+  if (a.mode != static_cast<std::int32_t>(Mode::kValue) && a.mode != static_cast<std::int32_t>(Mode::kGrad) &&
+      a.mode != static_cast<std::int32_t>(Mode::kHessVec)) {
     return kUnsupported;
   }
   if (a.mode == static_cast<std::int32_t>(Mode::kValue) && a.n > 0 && a.workspace == nullptr) return kBadArgument;

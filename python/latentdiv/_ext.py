@@ -30,6 +30,7 @@ MODE_VALUE = 0
 MODE_GRAD = 1
 MODE_VALUE_GRAD = 2  # CPU schedule only (common.h)
 MODE_TOTAL = 3  # CPU schedule only
+MODE_HESS_VEC = 4  # second-order gradients (common.h)
 _ISA_CODES = {"auto": -1, "baseline": 0, "avx2": 1, "avx512": 2}
 _BACKENDS = ("auto", "compiled", "reference")
 

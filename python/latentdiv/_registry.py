@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import numbers
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Sequence, Tuple
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 import torch
 
@@ -20,6 +20,12 @@ MAX_PARAMS = 64  # kMaxKernelParams in common.h
 def _positive_scales(bandwidth: Any, name: str = "bandwidth") -> Tuple[float, ...]:
     """A positive finite float or a non-empty sequence of them (a multi-scale sum)."""
     if isinstance(bandwidth, torch.Tensor):
+        if bandwidth.requires_grad and torch.is_grad_enabled():
+            # Reached only where the value is used as a constant (pairwise_sum and mmd differentiate a
+            # bandwidth tensor before it gets here): dropping its gradient silently would be wrong.
+            raise ValueError(f"{name} requires grad, but this function uses it as a constant: pass "
+                             f"{name}.detach() (or a float), or use pairwise_sum / mmd with a gaussian, "
+                             "laplacian or imq kernel, which differentiate it")
         if bandwidth.numel() == 0:
             raise ValueError(f"{name} must not be empty")
         values = [float(v) for v in bandwidth.detach().reshape(-1).tolist()]
@@ -36,7 +42,10 @@ def _positive_scales(bandwidth: Any, name: str = "bandwidth") -> Tuple[float, ..
     else:
         raise TypeError(f"{name} must be a positive number or a sequence of them, got {type(bandwidth).__name__}")
     for v in values:
-        if not (math.isfinite(v) and v > 0.0):
+        # Comparisons rather than math.isfinite: under torch.compile a float argument that changes
+        # between calls becomes a SymFloat, which math.isfinite cannot take (a graph break); the two
+        # comparisons reject NaN, inf and v <= 0 alike and trace as guards.
+        if not (v > 0.0 and v < math.inf):
             raise ValueError(f"{name} must be positive and finite, got {v!r}")
     if len(values) > MAX_PARAMS:
         raise ValueError(f"{name}: at most {MAX_PARAMS} scales, got {len(values)}")
@@ -70,6 +79,10 @@ class KernelSpec:
     formula: Callable[[torch.Tensor, Any, int, Dict[str, Any]], torch.Tensor]
     options: Tuple[str, ...] = ()
     doc: str = ""
+    # s(h) with k_h(x, y) = k_1(x / s(h), y / s(h)) for a bandwidth tensor h: pairwise_sum rescales the
+    # points by it, so a bandwidth that requires grad gets its gradient (to second order) through the
+    # points' gradients. None: the kernel has no bandwidth to differentiate.
+    bandwidth_scale: Optional[Callable[[torch.Tensor], torch.Tensor]] = None
 
 
 def _gaussian_params(bandwidth, dim, options):
@@ -145,11 +158,12 @@ KERNELS: Dict[str, KernelSpec] = {
     spec.name: spec
     for spec in (
         KernelSpec("gaussian", 0, "Gaussian", _gaussian_params, _gaussian_formula,
-                   doc="exp(-r^2 / (2 h^2)), summed over the bandwidths h"),
+                   doc="exp(-r^2 / (2 h^2)), summed over the bandwidths h", bandwidth_scale=lambda h: h),
         KernelSpec("laplacian", 1, "Laplacian", _laplacian_params, _laplacian_formula,
-                   doc="exp(-r / h), summed over the bandwidths h"),
+                   doc="exp(-r / h), summed over the bandwidths h", bandwidth_scale=lambda h: h),
         KernelSpec("imq", 2, "Imq", _imq_params, _imq_formula,
-                   doc="h / (h + r^2) (inverse multiquadric, WAE), summed over the bandwidths h"),
+                   doc="h / (h + r^2) (inverse multiquadric, WAE), summed over the bandwidths h",
+                   bandwidth_scale=torch.sqrt),
         KernelSpec("energy", 3, "Energy", _energy_params, _energy_formula,
                    doc="-r (energy distance); bandwidth unused"),
         KernelSpec("cramer_wold_approx", 4, "CramerWoldApprox", _cw_approx_params, _cw_approx_formula,

@@ -12,7 +12,7 @@ from typing import Any, Optional, Sequence, Union
 
 import torch
 
-from . import _ext, reference
+from . import _ext, ops, reference
 from ._registry import KernelSpec, get_kernel, kernel_params
 from ._validation import check_bool, check_pair, check_points, check_weights, compute_dtype
 
@@ -90,6 +90,9 @@ def pairwise_sum(
     check_weights(weights_x, "weights_x", x, "x")
     check_weights(weights_y, "weights_y", y if y is not None else x, "y")
     dim = x.shape[1]
+    if isinstance(bandwidth, torch.Tensor) and bandwidth.requires_grad and torch.is_grad_enabled():
+        return _sum_differentiable_bandwidth(spec, x, y, bandwidth, weights_x, weights_y, exclude_diagonal,
+                                             kernel_options)
     params = _engine_params(spec, bandwidth, dim, kernel_options)
 
     out_dtype = x.dtype
@@ -107,12 +110,30 @@ def pairwise_sum(
             args = [args[1], args[0], args[3], args[2]]
         if torch.is_grad_enabled() and args[0].requires_grad:
             # Training path: the forward pass also yields the first argument's gradient (ops.py).
-            total, _, _ = torch.ops.latentdiv.pair_sum_with_grad(*args, spec.kernel_id, list(params), exclude_diagonal)
+            total, _, _ = ops.sum_with_grad_fn(*args, spec.kernel_id, list(params), exclude_diagonal)
         else:
-            total = torch.ops.latentdiv.pair_sum(*args, spec.kernel_id, list(params), exclude_diagonal)
+            total = ops.sum_fn(*args, spec.kernel_id, list(params), exclude_diagonal)
     else:
         total = reference.pairwise_sum(xc, yc, wx, wy, spec, bandwidth, kernel_options, exclude_diagonal)
     return total.to(out_dtype)
+
+
+def _sum_differentiable_bandwidth(spec, x, y, bandwidth, weights_x, weights_y, exclude_diagonal, kernel_options):
+    """pairwise_sum for a bandwidth tensor that requires grad: k_h(x, y) = k_1(x / s(h), y / s(h))
+    (KernelSpec.bandwidth_scale), one pass per scale over the rescaled points, so h's gradient (and
+    its second order) comes through the points' gradients."""
+    if spec.bandwidth_scale is None:
+        raise ValueError(f"bandwidth requires grad, but kernel {spec.name!r} has no bandwidth to differentiate")
+    _engine_params(spec, bandwidth.detach(), x.shape[1], kernel_options)  # the same checks as a constant bandwidth
+    work = compute_dtype(x.dtype)
+    total = None
+    for h in bandwidth.reshape(-1).to(work):
+        c = spec.bandwidth_scale(h)
+        term = pairwise_sum(x.to(work) / c, None if y is None else y.to(work) / c, kernel=spec.name, bandwidth=1.0,
+                            weights_x=weights_x, weights_y=weights_y, exclude_diagonal=exclude_diagonal,
+                            **kernel_options)
+        total = term if total is None else total + term
+    return total.to(x.dtype)
 
 
 def pdist(x: torch.Tensor) -> torch.Tensor:  # [n, D] -> [n (n - 1) / 2]
@@ -123,7 +144,7 @@ def pdist(x: torch.Tensor) -> torch.Tensor:  # [n, D] -> [n (n - 1) / 2]
     work = compute_dtype(x.dtype)
     xc = x.to(work).contiguous()
     if _ext.use_compiled(x.device):
-        out = torch.ops.latentdiv.pdist(xc)
+        out = ops.pdist_fn(xc)
     else:
         out = reference.pdist(xc)
     return out.to(x.dtype)

@@ -375,6 +375,79 @@ def _define_ops():
 _HYP_OP, _CHI_OP = _define_ops()
 
 
+# The same ops as torch.autograd.Functions (setup_context, jvp, an elementwise vmap rule), which is
+# what torch.func transforms need; derivatives of any order compose from the Functions themselves.
+# torch.compile traces the custom ops instead (dynamo does not trace Functions with a custom jvp).
+class _Hyp1f1NegArg(torch.autograd.Function):
+    @staticmethod
+    def forward(z, a, b):
+        return _HYP_OP(z, a, b)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        z, a, b = inputs
+        ctx.save_for_backward(z)
+        ctx.save_for_forward(z)
+        ctx.a, ctx.b = a, b
+
+    @staticmethod
+    def _slope(ctx):  # d/dz M(a; b; -z) = -(a/b) M(a+1; b+1; -z)
+        (z,) = ctx.saved_tensors
+        return _Hyp1f1NegArg.apply(z, ctx.a + 1.0, ctx.b + 1.0) * (-(ctx.a / ctx.b))
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * _Hyp1f1NegArg._slope(ctx), None, None
+
+    @staticmethod
+    def jvp(ctx, tz, *_):
+        return tz * _Hyp1f1NegArg._slope(ctx)
+
+    @staticmethod
+    def vmap(info, in_dims, z, a, b):  # elementwise: the batch dimension passes through
+        return _Hyp1f1NegArg.apply(z, a, b), in_dims[0]
+
+
+class _ChiCdf(torch.autograd.Function):
+    @staticmethod
+    def forward(r, dim, upper):
+        return _CHI_OP(r, dim, upper)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        r, dim, upper = inputs
+        ctx.save_for_backward(r)
+        ctx.save_for_forward(r)
+        ctx.dim, ctx.upper = dim, upper
+
+    @staticmethod
+    def _slope(ctx):  # the chi_D density (plain torch ops: differentiable to any order); 0 for r < 0
+        (r,) = ctx.saved_tensors
+        pdf = torch.exp(_log_chi_pdf_impl(r, ctx.dim))
+        pdf = torch.where(r < 0, torch.zeros_like(pdf), pdf)
+        return -pdf if ctx.upper else pdf
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * _ChiCdf._slope(ctx), None, None
+
+    @staticmethod
+    def jvp(ctx, tr, *_):
+        return tr * _ChiCdf._slope(ctx)
+
+    @staticmethod
+    def vmap(info, in_dims, r, dim, upper):
+        return _ChiCdf.apply(r, dim, upper), in_dims[0]
+
+
+def _hyp(z: torch.Tensor, a: float, b: float) -> torch.Tensor:
+    return _HYP_OP(z, a, b) if torch.compiler.is_compiling() else _Hyp1f1NegArg.apply(z, a, b)
+
+
+def _chi(r: torch.Tensor, dim: float, upper: bool) -> torch.Tensor:
+    return _CHI_OP(r, dim, upper) if torch.compiler.is_compiling() else _ChiCdf.apply(r, dim, upper)
+
+
 def _check_float_tensor(x, name: str) -> None:
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
@@ -407,7 +480,7 @@ def phi_cw(s: torch.Tensor, dim: int) -> torch.Tensor:
     """
     _check_float_tensor(s, "s")
     D = _check_dim(dim)
-    return _HYP_OP(torch.clamp_min(s, 0.0), 0.5, 0.5 * D)  # [...]
+    return _hyp(torch.clamp_min(s, 0.0), 0.5, 0.5 * D)  # [...]
 
 
 def gamma_ratio_half(dim: float) -> float:
@@ -448,7 +521,7 @@ def expected_distance_to_normal(sq_norm: torch.Tensor, dim: int) -> torch.Tensor
     D = _check_dim(dim)
     c = math.sqrt(2.0) * gamma_ratio_half(D)
     z = 0.5 * torch.clamp_min(sq_norm, 0.0)  # [...]
-    return c * _HYP_OP(z, -0.5, 0.5 * D)  # [...]
+    return c * _hyp(z, -0.5, 0.5 * D)  # [...]
 
 
 def _log_chi_pdf_impl(r: torch.Tensor, dim: float) -> torch.Tensor:
@@ -492,7 +565,7 @@ def chi_cdf(r: torch.Tensor, dim: int) -> torch.Tensor:
     r: [...] float tensor -> [...] same dtype/device.
     """
     _check_float_tensor(r, "r")
-    return _CHI_OP(r, _check_dim(dim), False)  # [...]
+    return _chi(r, _check_dim(dim), False)  # [...]
 
 
 def chi_sf(r: torch.Tensor, dim: int) -> torch.Tensor:
@@ -502,7 +575,7 @@ def chi_sf(r: torch.Tensor, dim: int) -> torch.Tensor:
     r: [...] float tensor -> [...] same dtype/device.
     """
     _check_float_tensor(r, "r")
-    return _CHI_OP(r, _check_dim(dim), True)  # [...]
+    return _chi(r, _check_dim(dim), True)  # [...]
 
 
 def normal_cdf(x: torch.Tensor) -> torch.Tensor:

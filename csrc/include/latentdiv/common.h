@@ -31,6 +31,13 @@ enum class Mode : std::int32_t {
   // kValue and one kGrad launch there):
   kValueGrad = 2,  // kValue and kGrad in one pass (r2 and f, f' computed once): out_rows, out_total, out_grad
   kTotal = 3,      // *out_total of kValue only (out_rows unused, may be null); self pairs visit j >= i only
+  // Second-order gradients (docs/second_order.md), every schedule. With d = x_i - y_j and the pair
+  // Hessian H_ij = 2 f'(r2_ij) I + 4 f''(r2_ij) d d^T (of f(||d||^2) in d), vx / vy null meaning 0 and
+  // wx / wy null meaning ones:
+  //   out_grad[i, :] = sum_j H_ij (wy_j vx_i - wx_i vy_j)
+  //   out_rows[i]    = sum_j 2 f'(r2_ij) d . vy_j           (optional: out_rows may be null)
+  // Self pairs always skip j == i: GRAD's diagonal term is identically 0, so is its derivative.
+  kHessVec = 4,
 };
 
 enum class DType : std::int32_t { kFloat32 = 0, kFloat64 = 1 };
@@ -62,6 +69,8 @@ struct PairArgs {
   double* out_total;     // VALUE, VALUE_GRAD, TOTAL: [1] sum_i wx_i out_rows[i], in double, fixed summation order
   void* out_grad;        // GRAD, VALUE_GRAD: [n, d] in dtype
   void* workspace;       // CUDA only: per-block partial sums, size from pair_reduce_cuda_workspace()
+  const void* vx;        // HESS_VEC only: [n, d] in dtype or nullptr (0); the row-side vectors
+  const void* vy;        // HESS_VEC only: [m, d] in dtype or nullptr (0); the column-side vectors
   index_t n, m, d;
   std::int32_t dtype;             // DType
   std::int32_t mode;              // Mode

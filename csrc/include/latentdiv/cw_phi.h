@@ -80,6 +80,44 @@ LD_HD void cheb_eval(const double* params, int n_params, T A, T x, T& phi, T& dp
   dphi_dx = sw * inv * (T(2) * w * gt - T(0.5) * g);
 }
 
+// Value, first and second derivative in x (the HESS_VEC mode). With P = sqrt(w) / (x + A),
+// Q = 2 w g' - g / 2 (so phi' = P Q), dP/dx = -(3/2) P / (x + A) and dQ/dx = (4 w^2 g'' - 3 w g') / (x + A):
+//   phi'' = P / (x + A) * (4 w^2 g''(t) - 6 w g'(t) + (3/4) g(t)),
+// g'' from a second forward-mode Clenshaw recurrence e_k = 4 d_{k+1} + 2 t e_{k+1} - e_{k+2}.
+// The exact second derivative of the fitted form, so it is consistent with phi' (gradgradcheck).
+template <class T>
+LD_HD void cheb_eval2(const double* params, int n_params, T A, T x, T& phi, T& dphi_dx, T& d2phi_dx2) {
+  int n = static_cast<int>(params[5]);
+  if (n > n_params - kCwPhiHeader) n = n_params - kCwPhiHeader;
+  const double* c = params + kCwPhiHeader;
+  const T inv = T(1) / (x + A);
+  const T w = A * inv;
+  const T t = T(1) - T(2) * w;
+  const T t2 = t + t;
+  T b1 = T(0), b2 = T(0);
+  T d1 = T(0), d2 = T(0);
+  T e1 = T(0), e2 = T(0);  // second derivatives in t
+  for (int k = n - 1; k >= 1; --k) {
+    const T b0 = T(c[k]) + t2 * b1 - b2;
+    const T d0 = T(2) * b1 + t2 * d1 - d2;
+    const T e0 = T(4) * d1 + t2 * e1 - e2;
+    b2 = b1;
+    b1 = b0;
+    d2 = d1;
+    d1 = d0;
+    e2 = e1;
+    e1 = e0;
+  }
+  const T g = (n > 0 ? T(c[0]) : T(0)) + t * b1 - b2;
+  const T gt = b1 + t * d1 - d2;
+  const T gtt = T(2) * d1 + t * e1 - e2;
+  const T sw = ld_sqrt(w);
+  const T P = sw * inv;
+  phi = sw * g;
+  dphi_dx = P * (T(2) * w * gt - T(0.5) * g);
+  d2phi_dx2 = P * inv * (T(4) * w * w * gtt - T(6) * w * gt + T(0.75) * g);
+}
+
 // Value only: the Clenshaw loop without the derivative recurrence (VALUE mode of the engine).
 template <class T>
 LD_HD T cheb_value(const double* params, int n_params, T A, T x) {
@@ -133,6 +171,20 @@ LD_HD void cw_phi_of_r2(const double* params, int n_params, T r2, T& f, T& df_dr
   }
   // Working in r2 units (A = a / s_scale) gives the r2-derivative directly.
   cw_detail::cheb_eval<T>(params, n_params, T(params[4]), r2, f, df_dr2);
+}
+
+// f, df/dr2 and d2f/dr2^2 (the HESS_VEC mode of second-order gradients).
+template <class T>
+LD_HD void cw_phi_of_r2_2(const double* params, int n_params, T r2, T& f, T& df_dr2, T& d2f_dr2) {
+  r2 = cw_detail::clamp_nonneg(r2);
+  if (static_cast<int>(params[1]) == kCwPhiKindExp) {
+    const T sc = T(params[0]);
+    f = ld_exp(-sc * r2);
+    df_dr2 = -sc * f;
+    d2f_dr2 = sc * sc * f;
+    return;
+  }
+  cw_detail::cheb_eval2<T>(params, n_params, T(params[4]), r2, f, df_dr2, d2f_dr2);
 }
 
 // f(r2) only (VALUE mode): about half the flops of cw_phi_of_r2.

@@ -19,6 +19,7 @@ enum class CpuIsa : std::int32_t { kAuto = -1, kBaseline = 0, kAvx2 = 1, kAvx512
   Status pair_reduce_cpu(const PairArgs& args);      \
   Status pdist_cpu(const PdistArgs& args);           \
   Status pdist_backward_cpu(const PdistArgs& args);  \
+  Status pair_hess_vec_cpu(const PairArgs& args);    \
   }
 
 LATENTDIV_DECLARE_CPU_VARIANT(cpu_baseline)

@@ -1,13 +1,16 @@
 // latentdiv/kernels.h: the radial kernels k(x, y) = f(r2), r2 = ||x - y||^2, as small functors.
 //
-// Each functor gives f(r2) and its slope df/dr2 in one call, for T = float or double, on host and
-// device (LD_HD). The schedules (cpu/, cuda/) are templates over the functor, so adding a kernel is:
+// Each functor gives f(r2) and its slope df/dr2 in one call (eval), and f, f', f'' = d2f/dr2^2 in
+// another (eval2, used by the HESS_VEC mode of second-order gradients, docs/second_order.md), for
+// T = float or double, on host and device (LD_HD). The schedules (cpu/, cuda/) are templates over the functor, so adding a kernel is:
 // one functor here + one line in LATENTDIV_FOR_EACH_KERNEL + one entry in the Python registry
 // (python/latentdiv/_registry.py), which says how user arguments become `params`.
 //
 // Subgradient convention: where f is not differentiable at r2 = 0 (laplacian, energy: functions of
 // r = sqrt(r2)), the slope at 0 is 0. The gradient term is 2 f'(r2) (x_i - y_j) and x_i - y_j = 0
-// there, so any finite slope gives the same gradient; 0 avoids inf * 0 = NaN.
+// there, so any finite slope gives the same gradient; 0 avoids inf * 0 = NaN. The same convention
+// holds one order up: f'' = 0 at r2 = 0 for these kernels, so the pair Hessian
+// 2 f' I + 4 f'' (x_i - y_j)(x_i - y_j)^T of an exact duplicate is 0 (the subgradient 0, never NaN).
 #pragma once
 
 #include <cmath>
@@ -51,6 +54,19 @@ struct Gaussian {
       df -= a * e;
     }
   }
+  template <class T>
+  LD_HD static void eval2(const KernelParams& p, T r2, T& f, T& df, T& d2f) {
+    f = T(0);
+    df = T(0);
+    d2f = T(0);
+    for (int s = 0; s < p.n_params; ++s) {
+      const T a = static_cast<T>(p.params[s]);
+      const T e = ld_exp(-a * r2);
+      f += e;
+      df -= a * e;
+      d2f += a * a * e;
+    }
+  }
 };
 
 // Laplacian, multi-scale: f = sum_s exp(-r / h_s), r = sqrt(r2). params[s] = 1 / h_s.
@@ -69,6 +85,24 @@ struct Laplacian {
     }
     df = r > T(0) ? slope_r / (T(2) * r) : T(0);
   }
+  // d2f/dr2^2 = (r f_rr - f_r) / (4 r^3), f_r = -sum b e, f_rr = sum b^2 e; 0 at r2 = 0.
+  template <class T>
+  LD_HD static void eval2(const KernelParams& p, T r2, T& f, T& df, T& d2f) {
+    const T r = ld_sqrt(r2);
+    T slope_r = T(0), curv_r = T(0);  // df/dr, d2f/dr2
+    f = T(0);
+    for (int s = 0; s < p.n_params; ++s) {
+      const T b = static_cast<T>(p.params[s]);
+      const T e = ld_exp(-b * r);
+      f += e;
+      slope_r -= b * e;
+      curv_r += b * b * e;
+    }
+    const bool pos = r > T(0);
+    const T inv_r = pos ? T(1) / r : T(0);
+    df = T(0.5) * slope_r * inv_r;
+    d2f = T(0.25) * (r * curv_r - slope_r) * inv_r * inv_r * inv_r;
+  }
 };
 
 // Inverse multiquadric, multi-scale (WAE): f = sum_s c_s / (c_s + r2). params[s] = c_s > 0.
@@ -85,6 +119,21 @@ struct Imq {
       df -= v * inv;
     }
   }
+  // f'' = sum_s 2 c_s / (c_s + r2)^3.
+  template <class T>
+  LD_HD static void eval2(const KernelParams& p, T r2, T& f, T& df, T& d2f) {
+    f = T(0);
+    df = T(0);
+    d2f = T(0);
+    for (int s = 0; s < p.n_params; ++s) {
+      const T c = static_cast<T>(p.params[s]);
+      const T inv = T(1) / (c + r2);
+      const T v = c * inv;
+      f += v;
+      df -= v * inv;
+      d2f += T(2) * v * inv * inv;
+    }
+  }
 };
 
 // Energy (negative distance): f = -r; df/dr2 = -1 / (2 r), subgradient 0 at r2 = 0. No params.
@@ -94,6 +143,15 @@ struct Energy {
     const T r = ld_sqrt(r2);
     f = -r;
     df = r > T(0) ? T(-0.5) / r : T(0);
+  }
+  // f'' = 1 / (4 r^3); 0 at r2 = 0.
+  template <class T>
+  LD_HD static void eval2(const KernelParams& /*p*/, T r2, T& f, T& df, T& d2f) {
+    const T r = ld_sqrt(r2);
+    f = -r;
+    const T inv_r = r > T(0) ? T(1) / r : T(0);
+    df = T(-0.5) * inv_r;
+    d2f = T(0.25) * inv_r * inv_r * inv_r;
   }
 };
 
@@ -108,6 +166,16 @@ struct CramerWoldApprox {
     f = ld_sqrt(inv);
     df = T(-0.5) * k * f * inv;
   }
+  // f'' = (3/4) K^2 (gamma + K r2)^(-5/2).
+  template <class T>
+  LD_HD static void eval2(const KernelParams& p, T r2, T& f, T& df, T& d2f) {
+    const T g = static_cast<T>(p.params[0]);
+    const T k = static_cast<T>(p.params[1]);
+    const T inv = T(1) / (g + k * r2);
+    f = ld_sqrt(inv);
+    df = T(-0.5) * k * f * inv;
+    d2f = T(0.75) * k * k * f * inv * inv;
+  }
 };
 
 // Cramer-Wold with the exact phi_D(s) = 1F1(1/2; D/2; -s), s = r2 / (4 gamma), by the per-D fitted
@@ -116,6 +184,10 @@ struct CramerWoldExact {
   template <class T>
   LD_HD static void eval(const KernelParams& p, T r2, T& f, T& df) {
     cw_phi_of_r2<T>(p.params, p.n_params, r2, f, df);
+  }
+  template <class T>
+  LD_HD static void eval2(const KernelParams& p, T r2, T& f, T& df, T& d2f) {
+    cw_phi_of_r2_2<T>(p.params, p.n_params, r2, f, df, d2f);
   }
 };
 
