@@ -28,14 +28,16 @@ def _engine_params(spec: KernelSpec, bandwidth: Any, dim: int, options: dict) ->
     if spec.functor == "CramerWoldExact" and "gamma" in options:
         gamma = options["gamma"]
         # The fitted phi_D reads 1 / (4 gamma) and 4 gamma (D/2 + 8) (cw_phi.h); both must be normal.
-        if isinstance(gamma, numbers.Real) and not isinstance(gamma, bool) and math.isfinite(gamma) and gamma > 0:
+        if isinstance(gamma, numbers.Real) and not isinstance(gamma, bool) and 0 < gamma < math.inf:
             for derived in (0.25 / gamma, 4.0 * gamma * (dim / 2.0 + 8.0)):
                 if not (2.3e-308 < derived < 1.7e308):
                     raise ValueError(f"gamma={gamma!r} is out of the usable range for kernel {spec.name!r} "
                                      f"(1 / (4 gamma) and gamma (2D + 32) must be normal float64 numbers)")
     try:
         params = kernel_params(spec, bandwidth, dim, options)
-        usable = all(math.isfinite(v) for v in params)
+        # Comparisons, not math.isfinite: under torch.compile a float that changes between calls is a
+        # SymFloat, which math.isfinite cannot take (a graph break); comparisons trace as guards.
+        usable = all(-math.inf < v < math.inf for v in params)
     except (ZeroDivisionError, OverflowError):
         usable = False
     if not usable:
