@@ -58,8 +58,13 @@ def test_estimated_target(tmp_path, capsys, gauss):
 def test_npz_pt_csv_loaders(tmp_path, capsys, gauss):
     npz = tmp_path / "z.npz"
     np.savez(npz, first=gauss, other=np.zeros(3))
-    assert run(capsys, str(npz), *FAST)[0] == 0
+    # Several arrays: which one is the sample must be said (issue 10 item 13: it used the first silently).
+    code, _, err = run(capsys, str(npz), *FAST)
+    assert code == 2 and "2 arrays (first, other)" in err and "--key" in err
+    assert run(capsys, str(npz), "--key", "first", *FAST)[0] == 0
     assert run(capsys, str(npz), "--key", "other", *FAST)[0] == 2  # 1-D array
+    np.savez(npz, gauss)  # one array (arr_0): used as it is
+    assert run(capsys, str(npz), *FAST)[0] == 0
     code, _, err = run(capsys, str(npz), "--key", "missing", *FAST)
     assert code == 2 and "missing" in err
     pt = tmp_path / "z.pt"
