@@ -252,22 +252,20 @@ def median_bandwidth(
 
 
 def default_bandwidth(kernel: str, dim: int) -> float:
-    r"""The default bandwidth of an MMD kernel in dimension D, so that the default is useful in every D.
+    r"""The default bandwidth of an MMD kernel in dimension D: the median heuristic applied to the
+    prior itself, so that the default is useful in every D.
 
-    Two points of the prior N(0, I_D) are at squared distance 2D on average, so every kernel is
-    taken as a function of :math:`s = r^2 / (2D)`: ``"gaussian"`` h = sqrt(D) (:math:`e^{-s}`),
-    ``"laplacian"`` h = sqrt(2D) (:math:`e^{-\sqrt s}`), ``"imq"`` C = 2D (:math:`1/(1 + s)`, the
-    central scale of the WAE reference, C = 2 D sigma^2). With a fixed h = 1 the gaussian kernel of
-    typical pairs is :math:`e^{-D}`: at D = 64 the value and gradient of the loss vanish (~1e-16)
-    even for latents far from the prior, exactly 0 at D = 256. In D = 1 the gaussian default is 1.
+    Two points of N(0, I_D) are at distance about :math:`\sqrt{2D}` (median of :math:`\sqrt2\chi_D`;
+    :math:`E\lVert Y - Y'Vert^2 = 2D`), so, in the units of ``bandwidth="median"``:
+    ``"gaussian"`` and ``"laplacian"`` h = sqrt(2D), ``"imq"`` C = h^2 = 2D (the central scale of
+    the WAE reference, C = 2 D sigma^2). Every kernel is then a function of :math:`s = r^2/(2D)`:
+    :math:`e^{-s/2}`, :math:`e^{-\sqrt s}`, :math:`1/(1 + s)`. With a fixed h = 1 the gaussian
+    kernel of typical pairs is :math:`e^{-D}`: at D = 64 the loss and its gradient vanished (~1e-16)
+    even for latents far from the prior, and were exactly 0 at D = 256.
     """
     check_choice(kernel, "kernel", ("gaussian", "laplacian", "imq"))
     dim = check_int(dim, "dim", 1)
-    if kernel == "gaussian":
-        return math.sqrt(dim)
-    if kernel == "laplacian":
-        return math.sqrt(2.0 * dim)
-    return 2.0 * dim
+    return 2.0 * dim if kernel == "imq" else math.sqrt(2.0 * dim)
 
 
 # The presets of mmd and MMDLoss, in one place: kernel, estimator, and the bandwidth(s) as a function of D.
@@ -377,9 +375,9 @@ def mmd(
     summed over the scales, one pass over the pairs) or ``"median"`` (:func:`median_bandwidth` of
     the pooled sample, in the kernel's units: h = median distance, C = its square for imq; not
     traceable by torch.compile). ``scales`` multiplies one bandwidth: the kernel is summed over
-    ``bandwidth * s``. Default bandwidth (None): :func:`default_bandwidth`, which scales with D
-    (gaussian h = sqrt(D), laplacian h = sqrt(2D), imq C = 2D), so the default neither vanishes in
-    high D nor saturates in low D.
+    ``bandwidth * s``. Default bandwidth (None): :func:`default_bandwidth`, the median heuristic of
+    the prior, which scales with D (gaussian and laplacian h = sqrt(2D), imq C = 2D), so that the
+    default does not vanish in high D.
 
     Presets (they fix kernel, bandwidth, scales and estimator; passing any of those too is an error):
 
@@ -461,7 +459,7 @@ def mmd_to_normal(
     :math:`E k_h(Y, Y') = (h^2/(2+h^2))^{D/2}` (formulas.md section 7d, DESIGN.md section 3).
     ``estimator="unbiased"`` (default; an unbiased estimate of MMD^2, may be slightly negative)
     uses i != j; ``"biased"`` the V-statistic with :math:`1/n^2` (differs by a constant:
-    :math:`k(z, z) = 1`). Weights as in :func:`mmd`. ``bandwidth=None`` (default): h = sqrt(D)
+    :math:`k(z, z) = 1`). Weights as in :func:`mmd`. ``bandwidth=None`` (default): h = sqrt(2D)
     (:func:`default_bandwidth`; a fixed h = 1 makes every term vanish in high D: ~1e-16 at D = 64).
     A NaN or inf in z gives a NaN result. Cost O(n^2 D) through the engine; memory O(nD).
     """

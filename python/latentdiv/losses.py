@@ -5,8 +5,9 @@ Calling conventions (as geomloss's ``SamplesLoss``):
 - ``loss(x)``: x against the prior N(0, I) (closed form where one exists);
 - ``loss(x, y)``: two samples;
 - ``loss(a, x)`` / ``loss(a, x, b, y)``: weighted (a: (n,) or (B, n); weights are relative and are
-  normalised to sum 1; ``b=None`` means uniform). A two-argument call is read as ``(a, x)`` when the
-  first argument has one dimension less than the second, else as ``(x, y)``.
+  normalised to sum 1; ``b=None`` means uniform; (n,) weights are shared by a (B, n, D) batch). A
+  two-argument call is read as ``(a, x)`` when the first argument has fewer dimensions than the
+  second, else as ``(x, y)``.
 
 x of shape (n, D) gives one value; (B, n, D) gives one value per batch element, reduced over the
 batch by ``reduction`` = ``"mean"`` (default) | ``"sum"`` | ``"none"`` (shape (B,)).
@@ -61,7 +62,7 @@ class _SampleLoss(nn.Module):
         elif len(args) == 2:
             first, second = args
             if (isinstance(first, torch.Tensor) and isinstance(second, torch.Tensor)
-                    and first.dim() == second.dim() - 1):
+                    and first.dim() < second.dim()):
                 a, x, b, y = first, second, None, None
             else:
                 a, x, b, y = None, first, None, second
@@ -149,7 +150,7 @@ class MMDToNormalLoss(_SampleLoss):
     def __init__(self, bandwidth: Union[float, Sequence[float], None] = None, estimator: str = "unbiased",
                  reduction: str = "mean") -> None:
         super().__init__(reduction)
-        if bandwidth is not None:  # None: h = sqrt(D) of each call (functional.default_bandwidth)
+        if bandwidth is not None:  # None: h = sqrt(2D) of each call (functional.default_bandwidth)
             _positive_scales(bandwidth, "bandwidth")
         self.bandwidth = bandwidth
         self.estimator = F._check_choice(estimator, "estimator", F._ESTIMATORS)
