@@ -327,3 +327,16 @@ def test_pdist_of_one_point_is_empty_like_torch():
         assert d.shape == want.shape == (0,) and d.dtype == want.dtype
         d.sum().backward()
         assert x.grad is not None and (x.grad == 0).all()
+
+
+def test_unbiased_estimator_needs_two_weighted_points():
+    """All the weight on one point leaves a U-statistic without pairs, like n = 1: a named error
+    (in float32 the old 0/0 clamp turned the engine's zero gradients into NaN)."""
+    x = _x(6, 3).float().requires_grad_(True)
+    w = torch.tensor([0.0, 0.0, 2.0, 0.0, 0.0, 0.0])
+    for f in (lambda: F.mmd_to_normal(x, weights=w), lambda: F.mmd(x, weights_x=w),
+              lambda: F.mmd(x, x.detach(), weights_y=w), lambda: L.MMDLoss()(w, x)):
+        with pytest.raises(ValueError, match=r"weights(_x|_y)? has 1 positive weight.*unbiased"):
+            f()
+    F.mmd_to_normal(x, weights=w, estimator="biased").backward()  # the V-statistic is defined
+    assert torch.isfinite(x.grad).all()

@@ -119,11 +119,14 @@ def _data_checks_possible(t: torch.Tensor) -> bool:
     return True
 
 
-def check_relative_weights(w: Any, name: str, points: torch.Tensor, points_name: str) -> Optional[torch.Tensor]:
+def check_relative_weights(w: Any, name: str, points: torch.Tensor, points_name: str, min_positive: int = 1,
+                           why: str = "") -> Optional[torch.Tensor]:
     """None, or relative weights of the rows of ``points`` ((n, D) or (B, n, D)): a floating tensor
     of shape (n,) (shared by every batch element) or ``points.shape[:-1]``, on ``points``' device,
     finite, >= 0, with a positive sum per batch element (they are normalised to sum 1 inside, so a
-    zero or signed sum has no meaning: mixed signs gave -inf, zero sums NaN)."""
+    zero or signed sum has no meaning: mixed signs gave -inf, zero sums NaN), and at least
+    ``min_positive`` positive entries per batch element (2 for a U-statistic: with all the weight on
+    one point it has no pairs, as an unweighted sample of one row)."""
     if w is None:
         return None
     if not isinstance(w, torch.Tensor):
@@ -149,6 +152,12 @@ def check_relative_weights(w: Any, name: str, points: torch.Tensor, points_name:
         if not bool((sums > 0).all()):
             where = "" if sums.dim() == 0 else f" for batch element {int((sums <= 0).nonzero()[0, 0])}"
             raise ValueError(f"{name} must have a positive sum{where} (they are normalised to sum 1), got all zeros")
+        if min_positive > 1:
+            count = (v > 0).sum(dim=-1)
+            if not bool((count >= min_positive).all()):
+                where = "" if count.dim() == 0 else f" for batch element {int((count < min_positive).nonzero()[0, 0])}"
+                raise ValueError(f"{name} has {int(count.min())} positive weight(s){where}; at least {min_positive} "
+                                 f"are needed{why}")
     return w
 
 

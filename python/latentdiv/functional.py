@@ -85,12 +85,14 @@ def _check_y(x: torch.Tensor, y: Optional[torch.Tensor], min_rows: int = 1, why:
         raise ValueError(f"x and y must have the same batch size B, got x.shape={tuple(x.shape)}, y.shape={tuple(y.shape)}")
 
 
-def _check_w(w: Optional[torch.Tensor], name: str, points: Optional[torch.Tensor], points_name: str) -> None:
+def _check_w(w: Optional[torch.Tensor], name: str, points: Optional[torch.Tensor], points_name: str,
+             unbiased: bool = False) -> None:
     if w is None:
         return
     if points is None:
         raise ValueError(f"{name} was given but {points_name} is None")
-    check_relative_weights(w, name, points, points_name)
+    check_relative_weights(w, name, points, points_name, 2 if unbiased else 1,
+                           " by the unbiased estimator (use estimator='biased')" if unbiased else "")
 
 
 def _map_batch(fn: Callable[..., torch.Tensor], x: torch.Tensor, tensors: Dict[str, Optional[torch.Tensor]],
@@ -139,8 +141,12 @@ def _self_mean(x: torch.Tensor, w: Optional[torch.Tensor], unbiased: bool, kerne
     if w is None:
         return s / (n * (n - 1) if unbiased else n * n)
     if unbiased:
-        # All the weight on one point: numerator and denominator are both 0; clamp keeps 0/0 finite (0).
-        return s / (1.0 - (w.to(torch.float64) ** 2).sum()).clamp_min(1e-300)
+        # All the weight on one point has no pairs (numerator and denominator 0): the public functions
+        # refuse it (check_relative_weights); where no check runs (torch.compile) the value is 0 with
+        # gradient 0, without an infinite factor that would turn the engine's zero gradients into NaN.
+        denom = 1.0 - (w.to(torch.float64) ** 2).sum()
+        has_pairs = denom > 0
+        return torch.where(has_pairs, s / torch.where(has_pairs, denom, torch.ones_like(denom)), torch.zeros_like(s))
     return s
 
 
@@ -256,7 +262,8 @@ def default_bandwidth(kernel: str, dim: int) -> float:
     prior itself, so that the default is useful in every D.
 
     Two points of N(0, I_D) are at distance about :math:`\sqrt{2D}` (median of :math:`\sqrt2\chi_D`;
-    :math:`E\lVert Y - Y'Vert^2 = 2D`), so, in the units of ``bandwidth="median"``:
+    :math:`E\lVert Y - Y'
+Vert^2 = 2D`), so, in the units of ``bandwidth="median"``:
     ``"gaussian"`` and ``"laplacian"`` h = sqrt(2D), ``"imq"`` C = h^2 = 2D (the central scale of
     the WAE reference, C = 2 D sigma^2). Every kernel is then a function of :math:`s = r^2/(2D)`:
     :math:`e^{-s/2}`, :math:`e^{-\sqrt s}`, :math:`1/(1 + s)`. With a fixed h = 1 the gaussian
@@ -401,7 +408,7 @@ def mmd(
     unbiased = estimator == "unbiased"
     why = " by the unbiased estimator (use estimator='biased' for n = 1)" if unbiased else ""
     _check_samples(x, "x", 2 if unbiased else 1, why)
-    _check_w(weights_x, "weights_x", x, "x")
+    _check_w(weights_x, "weights_x", x, "x", unbiased)
     if y is None:
         if weights_y is not None:
             raise ValueError("weights_y was given but y is None (the prior N(0, I) has no weights)")
@@ -421,7 +428,7 @@ def mmd(
             return _map_batch(impl, x, dict(weights_x=weights_x), dict(weights_x=2))
         return impl(x, weights_x)
     _check_y(x, y, 2 if unbiased else 1, why)
-    _check_w(weights_y, "weights_y", y, "y")
+    _check_w(weights_y, "weights_y", y, "y", unbiased)
     if x.dim() == 3:
         return _map_batch(_mmd_impl, x, dict(y=y, weights_x=weights_x, weights_y=weights_y),
                           dict(y=3, weights_x=2, weights_y=2), kernel=kernel, bandwidth=bandwidth,
@@ -467,7 +474,7 @@ def mmd_to_normal(
     unbiased = estimator == "unbiased"
     _check_samples(z, "z", 2 if unbiased else 1,
                    " by the unbiased estimator (use estimator='biased' for n = 1)" if unbiased else "")
-    _check_w(weights, "weights", z, "z")
+    _check_w(weights, "weights", z, "z", unbiased)
     if isinstance(bandwidth, str):
         raise TypeError("mmd_to_normal needs a numeric bandwidth (no data-dependent heuristic against the "
                         f"fixed target), got {bandwidth!r}")
