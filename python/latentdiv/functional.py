@@ -271,8 +271,12 @@ Vert^2 = 2D`), so, in the units of ``bandwidth="median"``:
     even for latents far from the prior, and were exactly 0 at D = 256.
     """
     check_choice(kernel, "kernel", ("gaussian", "laplacian", "imq"))
-    dim = check_int(dim, "dim", 1)
-    return 2.0 * dim if kernel == "imq" else math.sqrt(2.0 * dim)
+    return _default_bandwidth(kernel, check_int(dim, "dim", 1))
+
+
+def _default_bandwidth(kernel: str, dim: Any) -> Any:
+    # dim may be a torch.SymInt under torch.compile(dynamic=True): ** 0.5 stays symbolic (math.sqrt would not).
+    return 2.0 * dim if kernel == "imq" else (2.0 * dim) ** 0.5
 
 
 # The presets of mmd and MMDLoss, in one place: kernel, estimator, and the bandwidth(s) as a function of D.
@@ -329,7 +333,7 @@ def _mmd_bandwidth(kernel: str, bandwidth: Any, scales: Optional[Sequence[float]
     if kernel == "energy":
         return 1.0  # unused by the kernel
     if bandwidth is None:
-        bandwidth = default_bandwidth(kernel, dim)
+        bandwidth = _default_bandwidth(kernel, dim)
     elif isinstance(bandwidth, str):  # "median"
         med = median_bandwidth(x, y)
         # The kernel's own units: h is a distance for gaussian/laplacian, C a squared distance for imq.
@@ -478,7 +482,7 @@ def mmd_to_normal(
     if isinstance(bandwidth, str):
         raise TypeError("mmd_to_normal needs a numeric bandwidth (no data-dependent heuristic against the "
                         f"fixed target), got {bandwidth!r}")
-    hs = _positive_scales(default_bandwidth("gaussian", z.shape[-1]) if bandwidth is None else bandwidth,
+    hs = _positive_scales(_default_bandwidth("gaussian", z.shape[-1]) if bandwidth is None else bandwidth,
                           "bandwidth")
     if z.dim() == 3:
         return _map_batch(_mmd_to_normal_impl, z, dict(weights=weights), dict(weights=2), hs=hs, unbiased=unbiased)

@@ -6,6 +6,7 @@ coordinates. Formulas: DESIGN.md section 3, formulas.md section 7; docs/stats.md
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Optional, Union
 
 import numpy as np
@@ -139,7 +140,7 @@ def _resolve_beta(beta: BetaArg, n: int, d: int) -> float:
         return default_beta(n, d)
     if beta == "classical":
         return classical_beta(n, d)
-    if isinstance(beta, str) or isinstance(beta, bool) or not isinstance(beta, (int, float)):
+    if isinstance(beta, str) or isinstance(beta, bool) or not isinstance(beta, numbers.Real):
         raise TypeError(f"beta must be None, 'classical' or a positive float, got {beta!r}")
     if not (beta > 0 and math.isfinite(beta)):
         raise ValueError(f"beta must be a positive finite float, got {beta!r}")
