@@ -262,8 +262,7 @@ def default_bandwidth(kernel: str, dim: int) -> float:
     prior itself, so that the default is useful in every D.
 
     Two points of N(0, I_D) are at distance about :math:`\sqrt{2D}` (median of :math:`\sqrt2\chi_D`;
-    :math:`E\lVert Y - Y'
-Vert^2 = 2D`), so, in the units of ``bandwidth="median"``:
+    :math:`E\lVert Y - Y'\rVert^2 = 2D`), so, in the units of ``bandwidth="median"``:
     ``"gaussian"`` and ``"laplacian"`` h = sqrt(2D), ``"imq"`` C = h^2 = 2D (the central scale of
     the WAE reference, C = 2 D sigma^2). Every kernel is then a function of :math:`s = r^2/(2D)`:
     :math:`e^{-s/2}`, :math:`e^{-\sqrt s}`, :math:`1/(1 + s)`. With a fixed h = 1 the gaussian
