@@ -178,21 +178,24 @@ def normality_report(z, *, target: str = "standard", alpha: float = 0.05, n_resa
 
 class _numbered_progress:
     """Wraps ``progress=True`` so that each bar is labelled with the test it belongs to, "[k/m] ..."
-    (k counts the tests started, m the tests selected); other values pass through unchanged."""
+    (k: the number of the running test, m: the tests selected; Mardia's two tests share one null,
+    labelled with the first); other values pass through unchanged."""
 
     def __new__(cls, progress, total_tests: int):
         if progress is not True:
             return progress
         self = super().__new__(cls)
-        self.started, self.total = 0, total_tests
+        self.started, self.current, self.total = 0, 0, total_tests
         return self
 
     def __call__(self, total: int, desc: str):
-        return C.make_progress(True, total, f"[{self.started}/{self.total}] {desc}")
+        return C.make_progress(True, total, f"[{self.current}/{self.total}] {desc}")
 
 
 def _advance(progress, k: int = 1) -> None:
+    """k tests start now (2 for Mardia's skewness and kurtosis, computed together)."""
     if isinstance(progress, _numbered_progress):
+        progress.current = progress.started + 1
         progress.started += k
 
 
