@@ -203,7 +203,8 @@ def test_bad_input_messages():
     _raises(ValueError, "preset must be one of", lambda: F.mmd(x, x, preset="swae"))
     _raises(ValueError, "weights_x must have shape", lambda: F.mmd(x, x, weights_x=torch.ones(4)))
     _raises(ValueError, "weights_y was given but y is None", lambda: F.cramer_wold(x, weights_y=torch.ones(5)))
-    _raises(ValueError, "y is None", lambda: F.mmd(x, None))
+    # y=None is the prior (issue 10 item 14); kernels without a closed form against N(0, I) say so.
+    _raises(ValueError, "y=None means N\\(0, I\\) in closed form", lambda: F.mmd(x, None, kernel="imq"))
     _raises(ValueError, "phi='approx' needs D >= 2", lambda: F.cramer_wold(torch.randn(4, 1), phi="approx"))
     _raises(ValueError, "projections must have shape", lambda: F.sliced_wasserstein(x, projections=torch.randn(4, 2)))
     _raises(ValueError, "n_projections", lambda: F.sliced_wasserstein(x, n_projections=0))

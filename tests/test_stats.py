@@ -231,8 +231,11 @@ def test_report_table_and_json():
     assert len(rep.rows) == 16
     text = str(rep)
     assert "Holm" in text and "radii_cvm" in text and ("PASS" in text or "FAIL" in text)
-    widths = {len(line) for line in text.splitlines()[1:-1]}
+    table = text.splitlines()[1:3 + len(rep.rows)]  # header, rule, one line per test
+    widths = {len(line) for line in table}
     assert len(widths) == 1, "table rows are aligned"
+    # B = 39 < 320: the Monte Carlo tests cannot reject under Holm over 16 tests, and the report says so
+    assert text.splitlines()[-1].startswith("warning: n_resamples = 39 is too small")
     import json
 
     d = json.loads(rep.to_json())
@@ -351,3 +354,45 @@ def test_monte_carlo_speed_n1000_d64():
         fn(z, n_resamples=1000, generator=3)
         elapsed = time.perf_counter() - t0
         assert elapsed < 60, (fn.__name__, elapsed)
+
+
+# ---------------------------------------------------------------------------------------------------
+# issue 10 items 7 and 10: which Mardia statistic; estimates and warnings before long work
+# ---------------------------------------------------------------------------------------------------
+def test_mardia_small_sample_statistic_is_named():
+    """n < 20, asymptotic: `statistic` is n b1 / 6 as documented (it was the corrected k n b1 / 6);
+    the corrected statistic, whose chi^2 tail is the p-value, is in details."""
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((12, 2))
+    n, p = x.shape
+    xc = x - x.mean(0)
+    m = xc @ np.linalg.inv(np.cov(x, rowvar=False, bias=True)) @ xc.T
+    plain = n * (m ** 3).sum() / n ** 2 / 6
+    k = (p + 1) * (n + 1) * (n + 3) / (n * ((n + 1) * (p + 1) - 6))
+    res = stats.mardia(x, target="estimated", null="asymptotic")
+    assert res.skewness.statistic == pytest.approx(plain, rel=1e-9)
+    assert res.skewness.details["small_sample_factor"] == pytest.approx(k, rel=1e-12)
+    assert res.skewness.details["corrected_statistic"] == pytest.approx(k * plain, rel=1e-9)
+    assert res.skewness.pvalue == pytest.approx(st.chi2.sf(k * plain, p * (p + 1) * (p + 2) / 6), rel=1e-9)
+    # the Monte Carlo null reports the same statistic
+    assert stats.mardia(x, target="estimated", n_resamples=9).skewness.statistic == pytest.approx(plain, rel=1e-9)
+
+
+def test_report_warns_when_n_resamples_cannot_reach_alpha():
+    z = np.random.default_rng(0).standard_normal((20, 3)) * 1e30
+    rep = stats.normality_report(z, n_resamples=10, tests=["energy", "distances"])
+    assert rep.passed and rep.warnings and "use n_resamples >= 80" in rep.warnings[0]
+    assert "could not reject" in str(rep) and rep.to_dict()["warnings"] == rep.warnings
+    assert not stats.normality_report(z, n_resamples=80, tests=["energy"]).warnings
+    # asymptotic-only selections can reject whatever B is: no warning
+    assert stats.resamples_warning(0.05, 1, ["radii_cvm", "coordinates_ks"]) is None
+    assert stats.resamples_warning(0.05, 1, ["radii_cvm"], target="estimated") is not None
+
+
+def test_estimate_seconds_is_measured_and_leaves_no_cache():
+    z = np.random.default_rng(0).standard_normal((60, 3))
+    stats.clear_null_cache()
+    small = stats.estimate_seconds(z, n_resamples=10, tests=["energy", "distances"])
+    big = stats.estimate_seconds(z, n_resamples=10_000, tests=["energy", "distances"])
+    assert 0 < small < big and big > 20 * small  # grows with B (~1000x here; timing noise allowed)
+    assert stats.null_cache_info()["entries"] == 0

@@ -13,12 +13,16 @@ from ._registry import KERNELS, check_against_build
 from .pairwise import pairwise_sum, pdist
 from . import functional, losses  # noqa: E402  (after the ops are registered)
 from .functional import (
+    WAE_SCALES,
     coordinates_cvm,
     cramer_wold,
     cwae_loss,
+    default_bandwidth,
+    default_gamma,
     distances_cvm,
     energy_distance,
     kl_normal,
+    median_bandwidth,
     mmd,
     mmd_to_normal,
     radii_cvm,
@@ -30,18 +34,38 @@ __version__ = "0.1.0"
 if _ext._C is not None:
     check_against_build(dict(_ext._C.build_info()["kernels"]))
 
+# Submodules loaded on first use (``latentdiv.stats`` imports scipy; keep ``import latentdiv`` light).
+_LAZY_SUBMODULES = ("special", "stats")
+
+
+def __getattr__(name: str):
+    if name in _LAZY_SUBMODULES:
+        import importlib
+
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY_SUBMODULES))
+
+
 __all__ = [
     "KERNELS",
+    "WAE_SCALES",
     "backend_info",
     "coordinates_cvm",
     "cramer_wold",
     "cwae_loss",
+    "default_bandwidth",
+    "default_gamma",
     "distances_cvm",
     "energy_distance",
     "functional",
     "get_backend",
     "kl_normal",
     "losses",
+    "median_bandwidth",
     "mmd",
     "mmd_to_normal",
     "pairwise_sum",
@@ -49,4 +73,6 @@ __all__ = [
     "radii_cvm",
     "set_backend",
     "sliced_wasserstein",
+    "special",
+    "stats",
 ]

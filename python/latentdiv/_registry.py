@@ -110,6 +110,11 @@ def _imq_formula(r, bandwidth, dim, options):
 
 
 def _energy_params(bandwidth, dim, options):
+    # -r has no scale. pairwise_sum's default bandwidth (1.0) is accepted and unused; any other value
+    # was silently ignored before, which hid mistakes (bandwidth="foo", -5): now it is an error.
+    if not (isinstance(bandwidth, numbers.Real) and not isinstance(bandwidth, bool) and float(bandwidth) == 1.0):
+        raise ValueError(f"bandwidth is unused by kernel 'energy' (k = -r has no scale); leave it at its "
+                         f"default, got {bandwidth!r}")
     return ()
 
 
@@ -144,7 +149,15 @@ def _cw_exact_params(bandwidth, dim, options):
     from . import special
 
     gamma, d = _cw_gamma(options, "cramer_wold"), _cw_dim(options, dim, 1)
-    return tuple(float(v) for v in special.cw_phi_params(d, 1.0 / (4.0 * gamma)))
+    try:
+        params = special.cw_phi_params(d, 1.0 / (4.0 * gamma))
+    except ValueError:
+        # cw_phi_params keeps a / s_scale = 4 a gamma a normal float32 number (a: its fit constant for
+        # this D): say so in terms of gamma, the user's argument.
+        a = special._cw_phi_fit_const(float(d))[1]
+        raise ValueError(f"gamma={gamma!r} is outside the range the exact Cramer-Wold kernel supports in "
+                         f"D = {d}: {1e-30 / (4.0 * a):.3g} <= gamma <= {1e30 / (4.0 * a):.3g}") from None
+    return tuple(float(v) for v in params)
 
 
 def _cw_exact_formula(r, bandwidth, dim, options):

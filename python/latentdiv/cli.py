@@ -1,8 +1,9 @@
-"""The ``latentdiv`` command line.
+"""The ``latentdiv`` command line (also ``python -m latentdiv``).
 
 ``latentdiv demo``: prints what was built, then a forward+backward gaussian pairwise sum at
 n = 65536 (O(n) memory) next to plain torch at the largest size it handles here, with timings.
-``latentdiv info``: the backend as JSON.
+``latentdiv info``: the backend as JSON. ``latentdiv check``: normality tests (cli_check.py).
+Without a subcommand it prints the help.
 """
 
 from __future__ import annotations
@@ -91,9 +92,17 @@ def run_demo(n: int, dim: int, torch_n: int, seed: int) -> int:
     return 0
 
 
+DESCRIPTION = """latentdiv: how far is a batch of latent codes from N(0, I)? Fused C++/CUDA pair sums,
+torch losses and a normality-test battery. Run a subcommand with --help for its options."""
+
+
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="latentdiv", description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="command")
+    from . import __version__
+
+    parser = argparse.ArgumentParser(prog="latentdiv", description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"latentdiv {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     demo = sub.add_parser("demo", help="backend report and a large pairwise sum next to plain torch")
     demo.add_argument("--n", type=int, default=65536, help="points for latentdiv (default 65536)")
     demo.add_argument("--dim", type=int, default=8, help="dimension D (default 8)")
@@ -106,9 +115,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "check":
         return cli_check.run_check(args)
-    if args.command in (None, "demo"):
-        if args.command is None:
-            args = demo.parse_args([])
+    if args.command is None:  # no subcommand: say what there is (the demo runs for a minute)
+        parser.print_help()
+        return 0
+    if args.command == "demo":
         if args.n < 2 or args.torch_n < 2 or args.dim < 1:
             parser.error("--n and --torch-n must be >= 2 and --dim >= 1")
         return run_demo(args.n, args.dim, min(args.torch_n, args.n), args.seed)

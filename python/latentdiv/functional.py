@@ -35,7 +35,8 @@ from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
 import torch
 
 from ._registry import _positive, _positive_scales
-from ._validation import check_pair, check_weights, compute_dtype
+from ._validation import (check_choice, check_int, check_pair, check_relative_weights, check_samples,
+                          compute_dtype, nan_if_nonfinite)
 from .pairwise import pairwise_sum, pdist
 
 Bandwidth = Union[float, Sequence[float], str, None]
@@ -45,6 +46,7 @@ __all__ = [
     "coordinates_cvm",
     "cramer_wold",
     "cwae_loss",
+    "default_bandwidth",
     "default_gamma",
     "distances_cvm",
     "energy_distance",
@@ -67,29 +69,9 @@ _SQRT_PI = math.sqrt(math.pi)
 # ---------------------------------------------------------------------------------------------------
 # validation and batching helpers
 # ---------------------------------------------------------------------------------------------------
-def _check_samples(t: Any, name: str, min_rows: int = 1, why: str = "") -> None:
-    """(n, D) or (B, n, D) floating tensor with n >= min_rows, D >= 1, B >= 1."""
-    if not isinstance(t, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor of shape (n, D) or (B, n, D), got {type(t).__name__}")
-    if not t.is_floating_point():
-        raise TypeError(f"{name} must have a floating dtype (float16/bfloat16/float32/float64), got {t.dtype}")
-    if t.dim() not in (2, 3):
-        raise ValueError(f"{name} must have shape (n, D) or (B, n, D), got shape {tuple(t.shape)}")
-    if t.shape[-1] < 1:
-        raise ValueError(f"{name} must have D >= 1 columns, got shape {tuple(t.shape)}")
-    if t.dim() == 3 and t.shape[0] < 1:
-        raise ValueError(f"{name} has an empty batch dimension, shape {tuple(t.shape)}")
-    if t.shape[-2] < min_rows:
-        what = "is empty" if t.shape[-2] == 0 else f"has {t.shape[-2]} sample(s)"
-        raise ValueError(f"{name} {what}; at least {min_rows} are needed{why}, shape {tuple(t.shape)}")
-
-
-def _check_choice(value: Any, name: str, choices: Sequence[str]) -> str:
-    if not isinstance(value, str):
-        raise TypeError(f"{name} must be one of {list(choices)}, got {type(value).__name__}")
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
-    return value
+# The checks live in _validation (one home for every module); these names are kept for losses.py.
+_check_samples = check_samples
+_check_choice = check_choice
 
 
 def _check_y(x: torch.Tensor, y: Optional[torch.Tensor], min_rows: int = 1, why: str = "") -> None:
@@ -103,12 +85,14 @@ def _check_y(x: torch.Tensor, y: Optional[torch.Tensor], min_rows: int = 1, why:
         raise ValueError(f"x and y must have the same batch size B, got x.shape={tuple(x.shape)}, y.shape={tuple(y.shape)}")
 
 
-def _check_w(w: Optional[torch.Tensor], name: str, points: Optional[torch.Tensor], points_name: str) -> None:
+def _check_w(w: Optional[torch.Tensor], name: str, points: Optional[torch.Tensor], points_name: str,
+             unbiased: bool = False) -> None:
     if w is None:
         return
     if points is None:
         raise ValueError(f"{name} was given but {points_name} is None")
-    check_weights(w, name, points, points_name)
+    check_relative_weights(w, name, points, points_name, 2 if unbiased else 1,
+                           " by the unbiased estimator (use estimator='biased')" if unbiased else "")
 
 
 def _map_batch(fn: Callable[..., torch.Tensor], x: torch.Tensor, tensors: Dict[str, Optional[torch.Tensor]],
@@ -135,7 +119,9 @@ def _mean(values: torch.Tensor, w: Optional[torch.Tensor]) -> torch.Tensor:
     return values.mean() if w is None else (w.to(values.dtype) * values).sum()
 
 
-def _sq_norms(x: torch.Tensor) -> torch.Tensor:  # [n, D] -> [n]
+def _sq_norms(x: torch.Tensor) -> torch.Tensor:  # [n, D] -> [n] float64
+    # float64 whatever x's dtype: a float32 |x|^2 overflows from |x| ~ 1.8e19 and underflows below 1e-19.
+    x = x.to(torch.float64)
     return (x * x).sum(dim=-1)
 
 
@@ -155,8 +141,12 @@ def _self_mean(x: torch.Tensor, w: Optional[torch.Tensor], unbiased: bool, kerne
     if w is None:
         return s / (n * (n - 1) if unbiased else n * n)
     if unbiased:
-        # All the weight on one point: numerator and denominator are both 0; clamp keeps 0/0 finite (0).
-        return s / (1.0 - (w.to(torch.float64) ** 2).sum()).clamp_min(1e-300)
+        # All the weight on one point has no pairs (numerator and denominator 0): the public functions
+        # refuse it (check_relative_weights); where no check runs (torch.compile) the value is 0 with
+        # gradient 0, without an infinite factor that would turn the engine's zero gradients into NaN.
+        denom = 1.0 - (w.to(torch.float64) ** 2).sum()
+        has_pairs = denom > 0
+        return torch.where(has_pairs, s / torch.where(has_pairs, denom, torch.ones_like(denom)), torch.zeros_like(s))
     return s
 
 
@@ -222,6 +212,9 @@ def kl_normal(
     work = compute_dtype(out_dtype)
     m, lv = mu.to(work), logvar.to(work)
     per_sample = 0.5 * (m * m + _exp_guarded(lv, max_logvar) - 1.0 - lv).sum(dim=-1)  # [...]
+    # The non-finite policy of every loss, per sample: a NaN or inf in a sample's mu or logvar gives NaN.
+    finite = torch.isfinite(mu).all(dim=-1) & torch.isfinite(logvar).all(dim=-1)  # [...]
+    per_sample = per_sample * torch.where(finite, per_sample.new_ones(()), per_sample.new_full((), math.nan))
     if reduction == "mean":
         per_sample = per_sample.mean()
     elif reduction == "sum":
@@ -248,8 +241,7 @@ def median_bandwidth(
     are skipped if the median would otherwise be 0; 1.0 if every distance is 0. No gradient flows
     through the bandwidth (the usual practice). Returns a Python float (a host synchronisation).
     """
-    if isinstance(max_points, bool) or not isinstance(max_points, numbers.Integral) or max_points < 2:
-        raise ValueError(f"max_points must be an integer >= 2, got {max_points!r}")
+    max_points = check_int(max_points, "max_points", 2)
     pool = (x if y is None else torch.cat([x, y.to(x.dtype)], dim=0)).detach()
     if pool.shape[0] < 2:
         raise ValueError(f"the median heuristic needs at least 2 points in x and y together, got {pool.shape[0]}")
@@ -265,31 +257,101 @@ def median_bandwidth(
     return med
 
 
-def _mmd_scales(kernel: str, bandwidth: Any, scales: Optional[Sequence[float]], x: torch.Tensor,
-                y: Optional[torch.Tensor]) -> Any:
-    """The bandwidth argument for pairwise_sum: a float or a tuple of floats (multi-scale)."""
+def default_bandwidth(kernel: str, dim: int) -> float:
+    r"""The default bandwidth of an MMD kernel in dimension D: the median heuristic applied to the
+    prior itself, so that the default is useful in every D.
+
+    Two points of N(0, I_D) are at distance about :math:`\sqrt{2D}` (median of :math:`\sqrt2\chi_D`;
+    :math:`E\lVert Y - Y'\rVert^2 = 2D`), so, in the units of ``bandwidth="median"``:
+    ``"gaussian"`` and ``"laplacian"`` h = sqrt(2D), ``"imq"`` C = h^2 = 2D (the central scale of
+    the WAE reference, C = 2 D sigma^2). Every kernel is then a function of :math:`s = r^2/(2D)`:
+    :math:`e^{-s/2}`, :math:`e^{-\sqrt s}`, :math:`1/(1 + s)`. With a fixed h = 1 the gaussian
+    kernel of typical pairs is :math:`e^{-D}`: at D = 64 the loss and its gradient vanished (~1e-16)
+    even for latents far from the prior, and were exactly 0 at D = 256.
+    """
+    check_choice(kernel, "kernel", ("gaussian", "laplacian", "imq"))
+    return _default_bandwidth(kernel, check_int(dim, "dim", 1))
+
+
+def _default_bandwidth(kernel: str, dim: Any) -> Any:
+    # dim may be a torch.SymInt under torch.compile(dynamic=True): ** 0.5 stays symbolic (math.sqrt would not).
+    return 2.0 * dim if kernel == "imq" else (2.0 * dim) ** 0.5
+
+
+# The presets of mmd and MMDLoss, in one place: kernel, estimator, and the bandwidth(s) as a function of D.
+_PRESETS: Dict[str, Dict[str, Any]] = {
+    # tolstikhin/wae wae.py mmd_penalty: IMQ, C = 2 D sigma^2 s over WAE_SCALES, unbiased within-sample terms.
+    "wae": dict(kernel="imq", estimator="unbiased", bandwidth=lambda dim: tuple(2.0 * dim * s for s in WAE_SCALES)),
+    # ShengjiaZhao/MMD-Variational-Autoencoder mmd_vae.py compute_kernel: exp(-r^2 / D^2), V-statistic.
+    "infovae": dict(kernel="gaussian", estimator="biased", bandwidth=lambda dim: dim / math.sqrt(2.0)),
+}
+
+
+def _check_mmd_args(kernel: Any, bandwidth: Any, scales: Any, estimator: Any, preset: Any) -> Tuple[str, str]:
+    """Validate the MMD arguments that do not depend on the data (called by :func:`mmd` and at
+    :class:`~latentdiv.losses.MMDLoss` construction, so a bad argument fails where it is written).
+    Returns the resolved (kernel, estimator)."""
+    if preset is not None:
+        check_choice(preset, "preset", tuple(_PRESETS))
+        given = [name for name, v in (("kernel", kernel), ("bandwidth", bandwidth), ("scales", scales),
+                                      ("estimator", estimator)) if v is not None]
+        if given:
+            raise ValueError(f"preset={preset!r} fixes kernel, bandwidth, scales and estimator; "
+                             f"do not also pass {', '.join(given)}")
+        return _PRESETS[preset]["kernel"], _PRESETS[preset]["estimator"]
+    kernel = "gaussian" if kernel is None else check_choice(kernel, "kernel", _MMD_KERNELS)
+    estimator = "unbiased" if estimator is None else check_choice(estimator, "estimator", _ESTIMATORS)
     if kernel == "energy":
+        if bandwidth is not None:
+            raise ValueError(f"bandwidth is meaningless for kernel='energy' (k = -r has no scale); "
+                             f"leave it None, got {bandwidth!r}")
         if scales is not None:
             raise ValueError("scales is meaningless for kernel='energy' (no bandwidth); leave it None")
-        return 1.0
+        return kernel, estimator
     if isinstance(bandwidth, str):
         if bandwidth != "median":
-            raise ValueError(f"bandwidth must be a positive number, a sequence of them or 'median', got {bandwidth!r}")
+            raise ValueError(f"bandwidth must be a positive number, a sequence of them, 'median' or None, "
+                             f"got {bandwidth!r}")
+    elif bandwidth is not None:
+        _positive_scales(bandwidth, "bandwidth")
+    if scales is not None:
+        if bandwidth is not None and not isinstance(bandwidth, str) and (
+                not isinstance(bandwidth, numbers.Real) or isinstance(bandwidth, bool)):
+            raise TypeError("scales multiplies a single bandwidth: give bandwidth as one positive number "
+                            f"(or 'median' or None), got {type(bandwidth).__name__}")
+        _positive_scales(scales, "scales")
+    return kernel, estimator
+
+
+def _mmd_bandwidth(kernel: str, bandwidth: Any, scales: Optional[Sequence[float]], preset: Optional[str],
+                   dim: int, x: torch.Tensor, y: Optional[torch.Tensor]) -> Any:
+    """The bandwidth argument for pairwise_sum (a float or a tuple of floats), once the arguments are
+    checked by :func:`_check_mmd_args`. ``"median"`` needs the data (x, y)."""
+    if preset is not None:
+        return _PRESETS[preset]["bandwidth"](dim)
+    if kernel == "energy":
+        return 1.0  # unused by the kernel
+    if bandwidth is None:
+        bandwidth = _default_bandwidth(kernel, dim)
+    elif isinstance(bandwidth, str):  # "median"
         med = median_bandwidth(x, y)
         # The kernel's own units: h is a distance for gaussian/laplacian, C a squared distance for imq.
         bandwidth = med * med if kernel == "imq" else med
     if scales is None:
         return bandwidth
-    if not isinstance(bandwidth, numbers.Real) or isinstance(bandwidth, bool):
-        raise TypeError("scales multiplies a single bandwidth: give bandwidth as one positive number "
-                        f"(or 'median'), got {type(bandwidth).__name__}")
     base = _positive(bandwidth, "bandwidth")
     return tuple(base * s for s in _positive_scales(scales, "scales"))
 
 
+def _mmd_prior_closed_form(kernel: str, bandwidth: Any, preset: Optional[str]) -> bool:
+    """Whether MMD^2 to N(0, I) has a closed form here: gaussian kernel with numeric bandwidths
+    (including the default and the infovae preset) and the energy kernel."""
+    return kernel == "energy" or (kernel == "gaussian" and not isinstance(bandwidth, str))
+
+
 def mmd(
     x: torch.Tensor,                          # [n, D] or [B, n, D]
-    y: torch.Tensor,                          # [m, D] or [B, m, D] (or [m, D] shared by the batch)
+    y: Optional[torch.Tensor] = None,         # [m, D] or [B, m, D] (or [m, D] shared); None: N(0, I)
     kernel: Optional[str] = None,
     bandwidth: Bandwidth = None,
     scales: Optional[Sequence[float]] = None,
@@ -298,7 +360,7 @@ def mmd(
     weights_y: Optional[torch.Tensor] = None,  # [m] or [B, m]
     preset: Optional[str] = None,
 ) -> torch.Tensor:                            # [] or [B]
-    r"""Squared maximum mean discrepancy between two samples.
+    r"""Squared maximum mean discrepancy between two samples, or between x and N(0, I) (y = None).
 
     .. math::
         \mathrm{MMD}^2 = \frac{1}{n(n-1)}\sum_{i\ne j} k(x_i, x_j)
@@ -309,14 +371,23 @@ def mmd(
     V-statistic with :math:`1/n^2`, :math:`1/m^2` and the diagonals). The unbiased value can be
     negative: never take its log.
 
+    ``y=None``: the target is N(0, I_D) itself, in closed form, where one exists: the gaussian
+    kernel with a numeric (or default) bandwidth, as :func:`mmd_to_normal`, and the energy kernel,
+    as :func:`energy_distance` (with the unbiased estimator the within-sample term is over i != j).
+    Other kernels (imq, laplacian, the ``"wae"`` preset, ``bandwidth="median"``) have no closed
+    form against N(0, I): then y=None is a ValueError; pass a prior sample ``y=torch.randn_like(x)``
+    as the WAE code does (or use :class:`~latentdiv.losses.MMDLoss`, which draws one).
+
     Kernels (the names and bandwidth meaning of :func:`latentdiv.pairwise_sum`, h = ``bandwidth``):
     ``"gaussian"`` :math:`e^{-r^2/(2h^2)}` (default), ``"imq"`` :math:`h/(h + r^2)` (h = C, a squared
     distance), ``"laplacian"`` :math:`e^{-r/h}`, ``"energy"`` :math:`-r` (then MMD^2 is the energy
-    distance; no bandwidth). ``bandwidth`` may be a sequence (the kernel summed over the scales, one
-    pass over the pairs) or ``"median"`` (:func:`median_bandwidth` of the pooled sample, in the
-    kernel's units: h = median distance, C = its square for imq; not traceable by torch.compile).
-    ``scales`` multiplies one bandwidth: the kernel is summed over ``bandwidth * s``. Default
-    bandwidth 1.0.
+    distance; no bandwidth: passing one is an error). ``bandwidth`` may be a sequence (the kernel
+    summed over the scales, one pass over the pairs) or ``"median"`` (:func:`median_bandwidth` of
+    the pooled sample, in the kernel's units: h = median distance, C = its square for imq; not
+    traceable by torch.compile). ``scales`` multiplies one bandwidth: the kernel is summed over
+    ``bandwidth * s``. Default bandwidth (None): :func:`default_bandwidth`, the median heuristic of
+    the prior, which scales with D (gaussian and laplacian h = sqrt(2D), imq C = 2D), so that the
+    default does not vanish in high D.
 
     Presets (they fix kernel, bandwidth, scales and estimator; passing any of those too is an error):
 
@@ -331,32 +402,36 @@ def mmd(
     Weights: :math:`\sum_{ij} a_i a_j k(x_i,x_j) + \sum b_i b_j k(y_i,y_j) - 2\sum a_i b_j k(x_i,y_j)`
     with a, b normalised to sum 1; the unbiased within-sample term is
     :math:`\sum_{i\ne j} a_i a_j k_{ij} / (1 - \sum_i a_i^2)` (uniform weights give back 1/(n(n-1))).
+    Weights must be finite and non-negative with a positive sum (else ValueError). A NaN or inf in
+    x or y gives a NaN result.
 
     Cost O((n + m)^2 D) through the fused engine, memory O((n + m) D).
     """
-    if preset is not None:
-        _check_choice(preset, "preset", ("wae", "infovae"))
-        given = [name for name, v in (("kernel", kernel), ("bandwidth", bandwidth), ("scales", scales),
-                                      ("estimator", estimator)) if v is not None]
-        if given:
-            raise ValueError(f"preset={preset!r} fixes kernel, bandwidth, scales and estimator; "
-                             f"do not also pass {', '.join(given)}")
-    kernel = "gaussian" if kernel is None else kernel
-    estimator = "unbiased" if estimator is None else estimator
-    if preset == "infovae":
-        kernel, estimator = "gaussian", "biased"
-    elif preset == "wae":
-        kernel, estimator = "imq", "unbiased"
-    _check_choice(kernel, "kernel", _MMD_KERNELS)
-    _check_choice(estimator, "estimator", _ESTIMATORS)
+    kernel, estimator = _check_mmd_args(kernel, bandwidth, scales, estimator, preset)
     unbiased = estimator == "unbiased"
     why = " by the unbiased estimator (use estimator='biased' for n = 1)" if unbiased else ""
     _check_samples(x, "x", 2 if unbiased else 1, why)
+    _check_w(weights_x, "weights_x", x, "x", unbiased)
     if y is None:
-        raise ValueError("y is None: mmd compares two samples; use mmd_to_normal(x) for the closed form to N(0, I)")
+        if weights_y is not None:
+            raise ValueError("weights_y was given but y is None (the prior N(0, I) has no weights)")
+        if not _mmd_prior_closed_form(kernel, bandwidth, preset):
+            what = f"preset={preset!r}" if preset is not None else (
+                "bandwidth='median'" if isinstance(bandwidth, str) else f"kernel={kernel!r}")
+            raise ValueError(f"y=None means N(0, I) in closed form, which exists for the gaussian kernel with a "
+                             f"numeric bandwidth and for the energy kernel, not for {what}; pass a prior sample "
+                             "(y=torch.randn_like(x), as the WAE code) or use latentdiv.losses.MMDLoss, which draws one")
+        bw = _mmd_bandwidth(kernel, bandwidth, scales, preset, x.shape[-1], x, None)
+        if kernel == "energy":
+            impl = lambda x, weights_x: _energy_impl(x, None, weights_x, None, unbiased)  # noqa: E731
+        else:
+            hs = _positive_scales(bw, "bandwidth")
+            impl = lambda x, weights_x: _mmd_to_normal_impl(x, weights_x, hs, unbiased)  # noqa: E731
+        if x.dim() == 3:
+            return _map_batch(impl, x, dict(weights_x=weights_x), dict(weights_x=2))
+        return impl(x, weights_x)
     _check_y(x, y, 2 if unbiased else 1, why)
-    _check_w(weights_x, "weights_x", x, "x")
-    _check_w(weights_y, "weights_y", y, "y")
+    _check_w(weights_y, "weights_y", y, "y", unbiased)
     if x.dim() == 3:
         return _map_batch(_mmd_impl, x, dict(y=y, weights_x=weights_x, weights_y=weights_y),
                           dict(y=3, weights_x=2, weights_y=2), kernel=kernel, bandwidth=bandwidth,
@@ -368,22 +443,16 @@ def _mmd_impl(x, y, weights_x, weights_y, kernel, bandwidth, scales, unbiased, p
     out_dtype = x.dtype
     work = compute_dtype(x.dtype)
     xc, yc = x.to(work), y.to(work)
-    dim = x.shape[-1]
-    if preset == "wae":
-        bw: Any = tuple(2.0 * dim * s for s in WAE_SCALES)
-    elif preset == "infovae":
-        bw = dim / math.sqrt(2.0)
-    else:
-        bw = _mmd_scales(kernel, 1.0 if bandwidth is None else bandwidth, scales, xc, yc)
+    bw = _mmd_bandwidth(kernel, bandwidth, scales, preset, x.shape[-1], xc, yc)
     a, b = _normalize(weights_x, work), _normalize(weights_y, work)
     value = (_self_mean(xc, a, unbiased, kernel, bw) + _self_mean(yc, b, unbiased, kernel, bw)
              - 2.0 * _cross_mean(xc, yc, a, b, kernel, bw))
-    return value.to(out_dtype)
+    return nan_if_nonfinite(value, x, y).to(out_dtype)
 
 
 def mmd_to_normal(
     z: torch.Tensor,                        # [n, D] or [B, n, D]
-    bandwidth: Union[float, Sequence[float]] = 1.0,
+    bandwidth: Union[float, Sequence[float], None] = None,
     estimator: str = "unbiased",
     weights: Optional[torch.Tensor] = None,  # [n] or [B, n]
 ) -> torch.Tensor:                          # [] or [B]
@@ -400,18 +469,20 @@ def mmd_to_normal(
     :math:`E k_h(Y, Y') = (h^2/(2+h^2))^{D/2}` (formulas.md section 7d, DESIGN.md section 3).
     ``estimator="unbiased"`` (default; an unbiased estimate of MMD^2, may be slightly negative)
     uses i != j; ``"biased"`` the V-statistic with :math:`1/n^2` (differs by a constant:
-    :math:`k(z, z) = 1`). Weights as in :func:`mmd`. In high D choose :math:`h^2 \propto D` or every
-    term vanishes. Cost O(n^2 D) through the engine; memory O(nD).
+    :math:`k(z, z) = 1`). Weights as in :func:`mmd`. ``bandwidth=None`` (default): h = sqrt(2D)
+    (:func:`default_bandwidth`; a fixed h = 1 makes every term vanish in high D: ~1e-16 at D = 64).
+    A NaN or inf in z gives a NaN result. Cost O(n^2 D) through the engine; memory O(nD).
     """
     _check_choice(estimator, "estimator", _ESTIMATORS)
     unbiased = estimator == "unbiased"
     _check_samples(z, "z", 2 if unbiased else 1,
                    " by the unbiased estimator (use estimator='biased' for n = 1)" if unbiased else "")
-    _check_w(weights, "weights", z, "z")
+    _check_w(weights, "weights", z, "z", unbiased)
     if isinstance(bandwidth, str):
         raise TypeError("mmd_to_normal needs a numeric bandwidth (no data-dependent heuristic against the "
                         f"fixed target), got {bandwidth!r}")
-    hs = _positive_scales(bandwidth, "bandwidth")
+    hs = _positive_scales(_default_bandwidth("gaussian", z.shape[-1]) if bandwidth is None else bandwidth,
+                          "bandwidth")
     if z.dim() == 3:
         return _map_batch(_mmd_to_normal_impl, z, dict(weights=weights), dict(weights=2), hs=hs, unbiased=unbiased)
     return _mmd_to_normal_impl(z, weights, hs, unbiased)
@@ -424,7 +495,7 @@ def _mmd_to_normal_impl(z, weights, hs, unbiased):
     dim = z.shape[-1]
     a = _normalize(weights, work)
     self_term = _self_mean(zc, a, unbiased, "gaussian", hs if len(hs) > 1 else hs[0])
-    sq = _sq_norms(zc).to(torch.float64)  # [n]
+    sq = _sq_norms(zc)  # [n] float64
     cross = sq.new_zeros(())
     prior = 0.0
     for h in hs:
@@ -433,7 +504,7 @@ def _mmd_to_normal_impl(z, weights, hs, unbiased):
         log_pref = -0.5 * dim * math.log1p(1.0 / h2)
         cross = cross + _mean(torch.exp(log_pref - sq / (2.0 * (1.0 + h2))), a)
         prior += math.exp(-0.5 * dim * math.log1p(2.0 / h2))
-    return (self_term - 2.0 * cross + prior).to(out_dtype)
+    return nan_if_nonfinite(self_term - 2.0 * cross + prior, z).to(out_dtype)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -514,7 +585,7 @@ def _cramer_wold_impl(x, y, weights_x, weights_y, gamma, phi):
     norm = 1.0 / math.sqrt(gamma) if exact else 1.0
     xx = _self_mean(xc, a, False, kernel, 1.0, gamma=gamma)
     if y is None:
-        sq = _sq_norms(xc).to(torch.float64)  # [n]
+        sq = _sq_norms(xc)  # [n] float64
         if exact:
             from . import special
 
@@ -528,7 +599,7 @@ def _cramer_wold_impl(x, y, weights_x, weights_y, gamma, phi):
         yy = _self_mean(yc, b, False, kernel, 1.0, gamma=gamma)
         xy = _cross_mean(xc, yc, a, b, kernel, 1.0, gamma=gamma)
         value = norm * (xx + yy - 2.0 * xy)
-    return (value / (2.0 * _SQRT_PI)).to(out_dtype)
+    return nan_if_nonfinite(value / (2.0 * _SQRT_PI), x, y).to(out_dtype)
 
 
 def cwae_loss(
@@ -589,25 +660,26 @@ def energy_distance(
     return _energy_impl(x, y, weights_x, weights_y)
 
 
-def _energy_impl(x, y, weights_x, weights_y):
+def _energy_impl(x, y, weights_x, weights_y, unbiased=False):
+    # unbiased: within-sample means over i != j (mmd(kernel="energy")); energy_distance is the V-statistic.
     out_dtype = x.dtype
     work = compute_dtype(x.dtype)
     xc = x.to(work)
     a = _normalize(weights_x, work)
     # kernel "energy" is -r: minus signs turn its sums into mean distances.
-    exx = -_self_mean(xc, a, False, "energy", 1.0)
+    exx = -_self_mean(xc, a, unbiased, "energy", 1.0)
     if y is None:
         from . import special
 
         dim = x.shape[-1]
-        exy = _mean(special.expected_distance_to_normal(_sq_norms(xc).to(torch.float64), dim), a)
+        exy = _mean(special.expected_distance_to_normal(_sq_norms(xc), dim), a)
         eyy = special.expected_pair_distance_normal(dim)
     else:
         yc = y.to(work)
         b = _normalize(weights_y, work)
-        eyy = -_self_mean(yc, b, False, "energy", 1.0)
+        eyy = -_self_mean(yc, b, unbiased, "energy", 1.0)
         exy = -_cross_mean(xc, yc, a, b, "energy", 1.0)
-    return (2.0 * exy - exx - eyy).to(out_dtype)
+    return nan_if_nonfinite(2.0 * exy - exx - eyy, x, y).to(out_dtype)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -673,8 +745,7 @@ def sliced_wasserstein(
     dim = x.shape[-1]
     work = compute_dtype(x.dtype)
     if projections is None:
-        if isinstance(n_projections, bool) or not isinstance(n_projections, numbers.Integral) or n_projections < 1:
-            raise ValueError(f"n_projections must be a positive integer, got {n_projections!r}")
+        n_projections = check_int(n_projections, "n_projections", 1)
         if generator is not None and not isinstance(generator, torch.Generator):
             raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
         theta = torch.randn(int(n_projections), dim, generator=generator, device=x.device, dtype=work)
@@ -687,11 +758,26 @@ def sliced_wasserstein(
         if projections.device != x.device:
             raise ValueError(f"projections must be on x's device {x.device}, got {projections.device}")
         theta = projections.to(work)
-    theta = torch.nn.functional.normalize(theta, dim=1)  # [L, D]; a zero row stays 0 (no NaN)
+        _check_directions(projections)
+    theta = torch.nn.functional.normalize(theta, dim=1)  # [L, D]
     if x.dim() == 3:
         return _map_batch(_sliced_impl, x, dict(y=y, weights_x=weights_x, weights_y=weights_y),
                           dict(y=3, weights_x=2, weights_y=2), theta=theta)
     return _sliced_impl(x, y, weights_x, weights_y, theta)
+
+
+def _check_directions(projections: torch.Tensor) -> None:  # [L, D]
+    """Each row is a direction: finite and non-zero (a zero row used to give the constant 1.0)."""
+    if torch.compiler.is_compiling() or projections.device.type == "meta":
+        return
+    p = projections.detach()
+    bad = ~torch.isfinite(p).all(dim=1)
+    if bool(bad.any()):
+        raise ValueError(f"projections must be finite; row {int(bad.nonzero()[0, 0])} holds NaN or inf")
+    zero = (p == 0).all(dim=1)
+    if bool(zero.any()):
+        raise ValueError(f"projections rows are directions and must be non-zero; row {int(zero.nonzero()[0, 0])} "
+                         "is all zeros")
 
 
 def _sorted_projections(x: torch.Tensor, w: Optional[torch.Tensor], theta: torch.Tensor):
@@ -714,12 +800,12 @@ def _sliced_impl(x, y, weights_x, weights_y, theta):
         coef = g_prev - g  # [L, n] = E[Y; Y in bin i] (no gradient needed when uniform)
         second = (xs * xs).mean(dim=1) if wa is None else (wa * xs * xs).sum(dim=1)
         w2 = 1.0 + second - 2.0 * (xs * coef).sum(dim=1)  # [L]
-        return w2.mean().to(out_dtype)
+        return nan_if_nonfinite(w2.mean(), x).to(out_dtype)
     b = _normalize(weights_y, torch.float64)
     ys, wb = _sorted_projections(y, b, theta)  # [L, m]
     m = y.shape[0]
     if wa is None and wb is None and n == m:
-        return ((xs - ys) ** 2).mean().to(out_dtype)
+        return nan_if_nonfinite(((xs - ys) ** 2).mean(), x, y).to(out_dtype)
     ea = _cumulative(wa, n, xs)  # [L, n]
     eb = _cumulative(wb, m, ys)  # [L, m]
     u, _ = torch.sort(torch.cat([ea, eb], dim=1), dim=1)  # [L, n + m] merged breakpoints
@@ -728,7 +814,7 @@ def _sliced_impl(x, y, weights_x, weights_y, theta):
     ix = torch.searchsorted(ea.detach().contiguous(), mid.contiguous()).clamp_max(n - 1)
     iy = torch.searchsorted(eb.detach().contiguous(), mid.contiguous()).clamp_max(m - 1)
     diff = xs.gather(1, ix) - ys.gather(1, iy)  # [L, n + m]
-    return ((u - u_prev) * diff * diff).sum(dim=1).mean().to(out_dtype)
+    return nan_if_nonfinite(((u - u_prev) * diff * diff).sum(dim=1).mean(), x, y).to(out_dtype)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -767,8 +853,8 @@ def radii_cvm(z: torch.Tensor) -> torch.Tensor:  # [n, D] or [B, n, D] -> [] or 
         return _map_batch(radii_cvm, z, {}, {})
     from . import special
 
-    r = _safe_sqrt(_sq_norms(z.to(compute_dtype(z.dtype))).to(torch.float64))  # [n]
-    return _cvm(special.chi_cdf(r, z.shape[-1])).to(z.dtype)
+    r = _safe_sqrt(_sq_norms(z))  # [n] float64 (a NaN row would otherwise read as radius 0)
+    return nan_if_nonfinite(_cvm(special.chi_cdf(r, z.shape[-1])), z).to(z.dtype)
 
 
 def distances_cvm(z: torch.Tensor) -> torch.Tensor:  # [n, D] or [B, n, D] -> [] or [B]
@@ -783,7 +869,7 @@ def distances_cvm(z: torch.Tensor) -> torch.Tensor:  # [n, D] or [B, n, D] -> []
     from . import special
 
     d = pdist(z.to(compute_dtype(z.dtype)))  # [n (n - 1) / 2]
-    return _cvm(special.chi_cdf(d / math.sqrt(2.0), z.shape[-1])).to(z.dtype)
+    return nan_if_nonfinite(_cvm(special.chi_cdf(d / math.sqrt(2.0), z.shape[-1])), z).to(z.dtype)
 
 
 def coordinates_cvm(z: torch.Tensor) -> torch.Tensor:  # [n, D] or [B, n, D] -> [] or [B]
@@ -794,7 +880,7 @@ def coordinates_cvm(z: torch.Tensor) -> torch.Tensor:  # [n, D] or [B, n, D] -> 
     if z.dim() == 3:
         return _map_batch(coordinates_cvm, z, {}, {})
     u = torch.special.ndtr(z.to(torch.float64)).T  # [D, n]
-    return _cvm(u).mean().to(z.dtype)
+    return nan_if_nonfinite(_cvm(u).mean(), z).to(z.dtype)
 
 
 for _f in (radii_cvm, distances_cvm, coordinates_cvm):

@@ -5,8 +5,9 @@ Calling conventions (as geomloss's ``SamplesLoss``):
 - ``loss(x)``: x against the prior N(0, I) (closed form where one exists);
 - ``loss(x, y)``: two samples;
 - ``loss(a, x)`` / ``loss(a, x, b, y)``: weighted (a: (n,) or (B, n); weights are relative and are
-  normalised to sum 1; ``b=None`` means uniform). A two-argument call is read as ``(a, x)`` when the
-  first argument has one dimension less than the second, else as ``(x, y)``.
+  normalised to sum 1; ``b=None`` means uniform; (n,) weights are shared by a (B, n, D) batch). A
+  two-argument call is read as ``(a, x)`` when the first argument has fewer dimensions than the
+  second, else as ``(x, y)``.
 
 x of shape (n, D) gives one value; (B, n, D) gives one value per batch element, reduced over the
 batch by ``reduction`` = ``"mean"`` (default) | ``"sum"`` | ``"none"`` (shape (B,)).
@@ -14,7 +15,6 @@ batch by ``reduction`` = ``"mean"`` (default) | ``"sum"`` | ``"none"`` (shape (B
 
 from __future__ import annotations
 
-import math
 from typing import Any, Optional, Sequence, Tuple, Union
 
 import torch
@@ -22,6 +22,7 @@ from torch import nn
 
 from . import functional as F
 from ._registry import _positive, _positive_scales
+from ._validation import check_int
 
 __all__ = [
     "CoordinatesCvMLoss",
@@ -61,7 +62,7 @@ class _SampleLoss(nn.Module):
         elif len(args) == 2:
             first, second = args
             if (isinstance(first, torch.Tensor) and isinstance(second, torch.Tensor)
-                    and first.dim() == second.dim() - 1):
+                    and first.dim() < second.dim()):
                 a, x, b, y = first, second, None, None
             else:
                 a, x, b, y = None, first, None, second
@@ -110,43 +111,27 @@ class MMDLoss(_SampleLoss):
     multi-scale bandwidths, presets ``"wae"`` and ``"infovae"``, unbiased or biased estimator.
 
     ``loss(x, y)`` compares two samples. ``loss(x)`` compares x with N(0, I): in closed form
-    (:func:`~latentdiv.functional.mmd_to_normal`, no noise) for the gaussian kernel (including the
-    ``"infovae"`` preset) with a numeric bandwidth; otherwise (imq, ``"wae"``, laplacian, energy,
-    ``bandwidth="median"``) against a fresh N(0, I) sample of x's size drawn with ``generator``, as
-    the WAE reference code does.
+    (``mmd(x, y=None)``, no noise) for the gaussian kernel (including the ``"infovae"`` preset and
+    the default bandwidth) with a numeric bandwidth, and for the energy kernel; otherwise (imq,
+    ``"wae"``, laplacian, ``bandwidth="median"``) against a fresh N(0, I) sample of x's size drawn
+    with ``generator``, as the WAE reference code does. Arguments are checked at construction.
+    ``bandwidth=None``: :func:`~latentdiv.functional.default_bandwidth` of each call's D.
     """
 
     def __init__(self, kernel: Optional[str] = None, bandwidth: Any = None, scales: Optional[Sequence[float]] = None,
                  estimator: Optional[str] = None, preset: Optional[str] = None, reduction: str = "mean",
                  generator: Optional[torch.Generator] = None) -> None:
         super().__init__(reduction)
-        if kernel is not None:
-            F._check_choice(kernel, "kernel", F._MMD_KERNELS)
-        if estimator is not None:
-            F._check_choice(estimator, "estimator", F._ESTIMATORS)
-        if preset is not None:
-            F._check_choice(preset, "preset", ("wae", "infovae"))
+        # The same checks as mmd's, here, so that MMDLoss(bandwidth=-1) fails where it is written.
+        self._kernel, _ = F._check_mmd_args(kernel, bandwidth, scales, estimator, preset)
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
         self.kernel, self.bandwidth, self.scales = kernel, bandwidth, scales
         self.estimator, self.preset, self.generator = estimator, preset, generator
 
-    def _closed_form_bandwidth(self, dim: int):
-        """The gaussian bandwidth(s) when loss(x) has a closed form, else None."""
-        if self.preset == "infovae":
-            return F._positive(dim / math.sqrt(2.0), "bandwidth")
-        if self.preset is not None or (self.kernel or "gaussian") != "gaussian" or isinstance(self.bandwidth, str):
-            return None
-        bw = 1.0 if self.bandwidth is None else self.bandwidth
-        if self.scales is None:
-            return bw
-        return tuple(_positive(bw, "bandwidth") * s for s in _positive_scales(self.scales, "scales"))
-
     def _value(self, x, y, a, b):
-        if y is None:
+        if y is None and not F._mmd_prior_closed_form(self._kernel, self.bandwidth, self.preset):
             F._check_samples(x, "x")
-            bw = self._closed_form_bandwidth(x.shape[-1])
-            estimator = "biased" if self.preset == "infovae" else (self.estimator or "unbiased")
-            if bw is not None:
-                return F.mmd_to_normal(x, bandwidth=bw, estimator=estimator, weights=a)
             y = torch.randn(x.shape, generator=self.generator, device=x.device, dtype=x.dtype)
         return F.mmd(x, y, kernel=self.kernel, bandwidth=self.bandwidth, scales=self.scales,
                      estimator=self.estimator, weights_x=a, weights_y=b, preset=self.preset)
@@ -162,10 +147,11 @@ class MMDToNormalLoss(_SampleLoss):
 
     two_sample = False
 
-    def __init__(self, bandwidth: Union[float, Sequence[float]] = 1.0, estimator: str = "unbiased",
+    def __init__(self, bandwidth: Union[float, Sequence[float], None] = None, estimator: str = "unbiased",
                  reduction: str = "mean") -> None:
         super().__init__(reduction)
-        _positive_scales(bandwidth, "bandwidth")
+        if bandwidth is not None:  # None: h = sqrt(2D) of each call (functional.default_bandwidth)
+            _positive_scales(bandwidth, "bandwidth")
         self.bandwidth = bandwidth
         self.estimator = F._check_choice(estimator, "estimator", F._ESTIMATORS)
 
@@ -215,9 +201,7 @@ class SlicedWassersteinLoss(_SampleLoss):
     def __init__(self, n_projections: int = 50, generator: Optional[torch.Generator] = None,
                  projections: Optional[torch.Tensor] = None, reduction: str = "mean") -> None:
         super().__init__(reduction)
-        if isinstance(n_projections, bool) or not isinstance(n_projections, int) or n_projections < 1:
-            raise ValueError(f"n_projections must be a positive integer, got {n_projections!r}")
-        self.n_projections, self.generator = n_projections, generator
+        self.n_projections, self.generator = check_int(n_projections, "n_projections", 1), generator
         if projections is not None:
             self.register_buffer("projections", projections)
         else:

@@ -22,7 +22,7 @@ from ._battery import (
     radii_test,
 )
 from ._common import MIN_SAMPLES, MardiaResult, NormalityTestResult, clear_null_cache, null_cache_info
-from .report import NormalityReport, holm, normality_report
+from .report import NormalityReport, estimate_seconds, holm, min_resamples, normality_report, resamples_warning
 
 __all__ = [
     "HZ_BETA_SCALE",
@@ -36,11 +36,14 @@ __all__ = [
     "default_beta",
     "distance_test",
     "energy_test",
+    "estimate_seconds",
     "henze_zirkler",
     "holm",
     "mardia",
+    "min_resamples",
     "normality_report",
     "null_cache_info",
     "projection_test",
     "radii_test",
+    "resamples_warning",
 ]

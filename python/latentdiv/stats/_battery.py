@@ -6,6 +6,7 @@ coordinates. Formulas: DESIGN.md section 3, formulas.md section 7; docs/stats.md
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Optional, Union
 
 import numpy as np
@@ -14,6 +15,7 @@ from scipy import special as sp
 from scipy import stats as st
 
 from .. import special
+from .._validation import check_int
 from ..pairwise import pairwise_sum, pdist
 from . import _common as C
 from ._common import MardiaResult, NormalityTestResult
@@ -66,25 +68,31 @@ def mardia(z, *, target: str = "standard", null: str = "auto", n_resamples: int 
 
     null: "auto" = "monte carlo" (the chi^2 / N(0,1) limits fail at latent sizes, e.g. n = 256,
     D = 64, and do not apply to the standard target at all); "asymptotic" (target="estimated" only):
-    chi^2 with D(D+1)(D+2)/6 degrees of freedom (small-sample factor k for n < 20) and N(0, 1).
+    chi^2 with D(D+1)(D+2)/6 degrees of freedom and N(0, 1).
+
+    ``skewness.statistic`` is always :math:`n b_1/6`, whatever the null. For n < 20 the asymptotic
+    p-value is that of Mardia's small-sample corrected statistic :math:`k\,n b_1/6`,
+    :math:`k = (D+1)(n+1)(n+3) / (n((n+1)(D+1) - 6))` (Mardia 1974; R MVN), which is reported in
+    ``skewness.details["corrected_statistic"]`` with ``details["small_sample_factor"]`` = k.
     """
     x = C.as_sample(z)
     target = C.check_target(target)
     n, d = x.shape
     C.check_estimated_size(n, d, target)
     null = _resolve_null(null, target == "estimated", "mardia", target)
-    if not isinstance(chunk, int) or chunk < 1:
-        raise ValueError(f"chunk must be a positive int, got {chunk!r}")
+    chunk = check_int(chunk, "chunk", 1)
     obs = _mardia_stats(_prepare(x, target), chunk)
     details = {}
+    skew = obs[0]  # n b1 / 6, the statistic reported for every null
     if null == "asymptotic":
         df = d * (d + 1) * (d + 2) / 6.0
-        skew = obs[0]
+        tested = skew
         if n < 20:
             k = (d + 1) * (n + 1) * (n + 3) / (n * ((n + 1) * (d + 1) - 6))
-            skew = skew * k
+            tested = skew * k
             details["small_sample_factor"] = k
-        p_skew = float(st.chi2.sf(skew, df))
+            details["corrected_statistic"] = float(tested)
+        p_skew = float(st.chi2.sf(tested, df))
         p_kurt = float(2.0 * st.norm.sf(abs(obs[1])))
         details["df"] = df
         b = 0
@@ -96,7 +104,6 @@ def mardia(z, *, target: str = "standard", null: str = "auto", n_resamples: int 
             return _mardia_stats(_prepare(C.standard_normal_sample(rng, n, d), target), chunk)
 
         table = C.simulate_null(("mardia", target, n, d), compute, b, generator, progress, "Mardia null")
-        skew = obs[0]
         p_skew = C.mc_pvalue(obs[0], table[:, 0])
         p_kurt = C.mc_pvalue_two_sided(obs[1], table[:, 1])
     common = dict(target=target, null=null, n_resamples=b, n=n, dim=d)
@@ -133,7 +140,7 @@ def _resolve_beta(beta: BetaArg, n: int, d: int) -> float:
         return default_beta(n, d)
     if beta == "classical":
         return classical_beta(n, d)
-    if isinstance(beta, str) or isinstance(beta, bool) or not isinstance(beta, (int, float)):
+    if isinstance(beta, str) or isinstance(beta, bool) or not isinstance(beta, numbers.Real):
         raise TypeError(f"beta must be None, 'classical' or a positive float, got {beta!r}")
     if not (beta > 0 and math.isfinite(beta)):
         raise ValueError(f"beta must be a positive finite float, got {beta!r}")
@@ -318,8 +325,7 @@ def _edf_test(family: str, z, statistic: str, target: str, null: str, n_resample
     details = {"statistic": statistic}
     y = _prepare(x, target)
     if family == "projections":
-        if isinstance(n_projections, bool) or not isinstance(n_projections, int) or n_projections < 1:
-            raise ValueError(f"n_projections must be a positive int, got {n_projections!r}")
+        n_projections = check_int(n_projections, "n_projections", 1)
         theta = _directions(d, n_projections, generator)
         fam = lambda yy: _family_projections(yy, theta)  # noqa: E731
         details["n_projections"] = n_projections

@@ -12,10 +12,13 @@ from __future__ import annotations
 import dataclasses
 import math
 import sys
+import time
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
+
+from .._validation import check_finite_rows, check_int
 
 TARGETS = ("standard", "estimated")
 NULLS = ("auto", "asymptotic", "monte carlo")
@@ -107,10 +110,7 @@ def as_sample(z, name: str = "z") -> torch.Tensor:  # [n, D] array-like -> [n, D
         raise ValueError(f"{name} must have D >= 1 columns, got shape {tuple(t.shape)}")
     if n < MIN_SAMPLES:
         raise ValueError(f"{name} has {n} row(s); the normality tests need n >= {MIN_SAMPLES}")
-    if not bool(torch.isfinite(t).all()):
-        bad = (~torch.isfinite(t)).any(dim=1).nonzero().flatten()[:5].tolist()
-        raise ValueError(f"{name} contains NaN or inf (rows {bad}{'...' if len(bad) == 5 else ''}); "
-                         "no normality test can answer for such a sample")
+    check_finite_rows(t, name, "no normality test can answer for such a sample (remove those rows)")
     return t.contiguous()
 
 
@@ -133,9 +133,7 @@ def check_statistic(statistic) -> str:
 
 
 def check_n_resamples(n_resamples) -> int:
-    if isinstance(n_resamples, bool) or not isinstance(n_resamples, (int, np.integer)) or n_resamples < 1:
-        raise ValueError(f"n_resamples must be a positive integer, got {n_resamples!r}")
-    return int(n_resamples)
+    return check_int(n_resamples, "n_resamples", 1)
 
 
 def check_generator(generator) -> Generator:
@@ -268,34 +266,76 @@ def null_cache_info() -> Dict[str, int]:
 
 
 class _PlainProgress:
-    """Fallback progress report on stderr when tqdm is not installed (every ~10%)."""
+    """Fallback progress on a terminal's stderr when tqdm is not installed: one line rewritten with
+    '\r' at every 10% of the work (the count only grows, and ends at the total)."""
 
-    def __init__(self, total: int, desc: str):
-        self.total, self.desc, self.done, self.next_mark = total, desc, 0, 0.1
+    def __init__(self, total: int, desc: str, stream=None):
+        self.total, self.desc, self.done = total, desc, 0
+        self.stream = sys.stderr if stream is None else stream
+        self.step = max(1, math.ceil(total / 10))
+        self.next_mark = self.step
 
     def update(self, k: int = 1) -> None:
         self.done += k
-        if self.done >= self.next_mark * self.total or self.done == self.total:
-            print(f"\r{self.desc}: {self.done}/{self.total}", end="", file=sys.stderr, flush=True)
-            self.next_mark += 0.1
+        if self.done >= self.next_mark or self.done == self.total:
+            print(f"\r{self.desc}: {self.done}/{self.total}", end="", file=self.stream, flush=True)
+            while self.next_mark <= self.done:
+                self.next_mark += self.step
 
     def close(self) -> None:
-        print(file=sys.stderr, flush=True)
+        print(file=self.stream, flush=True)
+
+
+class LineProgress:
+    """Progress for a stderr that is not a terminal (a log file, a pipe, CI, ``--json`` runs piped
+    into another program): whole lines, never '\r', at 0 and at every 10% of the work, each with the
+    elapsed time and an estimate of the time left. The count grows by equal steps and the last line
+    is the total (no jump from 0 to the end)."""
+
+    def __init__(self, total: int, desc: str, stream=None):
+        self.total, self.desc, self.done = total, desc, 0
+        self.stream = sys.stderr if stream is None else stream
+        self.step = max(1, math.ceil(total / 10))
+        self.next_mark = self.step
+        self.start = time.perf_counter()
+        print(f"{desc}: 0/{total}", file=self.stream, flush=True)
+
+    def update(self, k: int = 1) -> None:
+        self.done += k
+        if self.done >= self.next_mark or self.done == self.total:
+            elapsed = time.perf_counter() - self.start
+            left = elapsed * (self.total - self.done) / max(self.done, 1)
+            print(f"{self.desc}: {self.done}/{self.total} ({elapsed:.1f} s elapsed, ~{left:.0f} s left)",
+                  file=self.stream, flush=True)
+            while self.next_mark <= self.done:
+                self.next_mark += self.step
+
+    def close(self) -> None:
+        pass
 
 
 def make_progress(progress, total: int, desc: str):
-    """``progress``: False/None (silent), True (tqdm if installed, else plain text on stderr), or a
+    """``progress``: False/None (silent), True (on stderr: a tqdm bar on a terminal, plain '\r'
+    updates there without tqdm, :class:`LineProgress` lines when stderr is not a terminal), or a
     callable (total, desc) -> object with update(k) and close()."""
     if not progress:
         return None
     if callable(progress):
         return progress(total, desc)
+    stream = sys.stderr
+    if not (hasattr(stream, "isatty") and stream.isatty()):
+        return LineProgress(total, desc, stream)
     try:
         from tqdm.auto import tqdm
 
-        return tqdm(total=total, desc=desc, leave=False, file=sys.stderr)
+        return tqdm(total=total, desc=desc, leave=False, file=stream)
     except ImportError:
-        return _PlainProgress(total, desc)
+        return _PlainProgress(total, desc, stream)
+
+
+# Seconds spent computing Monte Carlo null replicates, accumulated while a list is installed here
+# (report.estimate_seconds uses it to separate the per-replicate cost from the observed statistics).
+_NULL_TIMER: Optional[list] = None
 
 
 def simulate_null(key: tuple, compute: Callable[[np.random.Generator], np.ndarray], n_resamples: int,
@@ -310,14 +350,19 @@ def simulate_null(key: tuple, compute: Callable[[np.random.Generator], np.ndarra
     rng = rng_for(generator, 0)
     bar = make_progress(progress, n_resamples, desc)
     rows = []
+    seconds = []
     try:
         for _ in range(n_resamples):
+            start = time.perf_counter()
             rows.append(np.asarray(compute(rng), dtype=np.float64))
+            seconds.append(time.perf_counter() - start)
             if bar is not None:
                 bar.update(1)
     finally:
         if bar is not None:
             bar.close()
+        if _NULL_TIMER is not None:
+            _NULL_TIMER.append(seconds)
     out = np.stack(rows)  # [B, k]
     out.setflags(write=False)
     if cacheable:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import numbers
+import time
 from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
@@ -16,6 +19,37 @@ TEST_IDS = (
     "mardia_skewness", "mardia_kurtosis", "henze_zirkler", "energy",
     *(f"{fam}_{s}" for fam in ("radii", "distances", "projections", "coordinates") for s in C.EDF_STATISTICS),
 )
+
+
+# Tests whose p-value is not Monte Carlo under null="auto": i.i.d. values with a fully specified CDF.
+_ASYMPTOTIC_UNDER_STANDARD = ("radii_cvm", "radii_ks", "coordinates_cvm", "coordinates_ks")
+
+
+def min_resamples(alpha: float, n_tests: int) -> int:
+    """The smallest B at which a Monte Carlo p-value can reject under Holm's correction over
+    ``n_tests`` tests at level ``alpha``: its smallest value 1/(B + 1), times n_tests, must be below
+    alpha, i.e. B + 1 > n_tests / alpha (B >= 320 for 16 tests at alpha = 0.05)."""
+    return int(math.floor(n_tests / alpha + 1e-9))
+
+
+def monte_carlo_tests(tests: Optional[Sequence[str]], target: str) -> List[str]:
+    """The ids among ``tests`` (None: all) whose p-value is Monte Carlo with null="auto"."""
+    wanted = _select(tests)
+    return [t for t in TEST_IDS if t in wanted and not (target == "standard" and t in _ASYMPTOTIC_UNDER_STANDARD)]
+
+
+def resamples_warning(alpha: float, n_resamples: int, tests: Optional[Sequence[str]] = None,
+                      target: str = "standard") -> Optional[str]:
+    """A sentence when ``n_resamples`` is too small for any Monte Carlo test to reject at ``alpha``
+    (then a PASS says nothing about those tests), else None."""
+    m = len(_select(tests))
+    mc = monte_carlo_tests(tests, target)
+    need = min_resamples(alpha, m)
+    if not mc or n_resamples >= need:
+        return None
+    return (f"n_resamples = {n_resamples} is too small for alpha = {alpha} with Holm's correction over {m} tests: "
+            f"a Monte Carlo p-value is at least 1/(B + 1) = {1.0 / (n_resamples + 1):.3g}, so {len(mc)} of the tests "
+            f"({', '.join(mc)}) cannot reject whatever the data; use n_resamples >= {need}")
 
 
 def holm(pvalues: Sequence[float]) -> np.ndarray:
@@ -44,6 +78,7 @@ class NormalityReport:
     n_resamples: int
     seed: Any
     rows: List[Dict[str, Any]]
+    warnings: List[str] = dataclasses.field(default_factory=list)
 
     @property
     def passed(self) -> bool:
@@ -56,7 +91,7 @@ class NormalityReport:
     def to_dict(self) -> Dict[str, Any]:
         return {"n": self.n, "dim": self.dim, "target": self.target, "alpha": self.alpha,
                 "n_resamples": self.n_resamples, "seed": self.seed, "correction": "holm",
-                "passed": self.passed, "tests": [dict(r) for r in self.rows]}
+                "passed": self.passed, "warnings": list(self.warnings), "tests": [dict(r) for r in self.rows]}
 
     def to_json(self, **kwargs) -> str:
         return json.dumps(self.to_dict(), **kwargs)
@@ -78,7 +113,10 @@ class NormalityReport:
         out += [fmt(l) for l in lines]
         verdict = "PASS: no test rejects" if self.passed else (
             "FAIL: rejected by " + ", ".join(r["test"] for r in self.rows if r["reject"]))
+        if self.passed and self.warnings:
+            verdict += " (but see the warning: some tests could not reject)"
         out.append(verdict)
+        out += [f"warning: {w}" for w in self.warnings]
         return "\n".join(out)
 
 
@@ -94,22 +132,27 @@ def normality_report(z, *, target: str = "standard", alpha: float = 0.05, n_resa
     a sample of the same (n, D) costs only the statistics)."""
     x = C.as_sample(z)
     target = C.check_target(target)
-    if not isinstance(alpha, (int, float)) or isinstance(alpha, bool) or not 0 < alpha < 1:
+    if not isinstance(alpha, numbers.Real) or isinstance(alpha, bool) or not 0 < alpha < 1:
         raise ValueError(f"alpha must be in (0, 1), got {alpha!r}")
     wanted = _select(tests)
+    n_resamples = C.check_n_resamples(n_resamples)
+    progress = _numbered_progress(progress, len(wanted))
     opts = dict(target=target, n_resamples=n_resamples, generator=generator, progress=progress)
     results: List[C.NormalityTestResult] = []
     ids: List[str] = []
     if {"mardia_skewness", "mardia_kurtosis"} & wanted:
+        _advance(progress, len({"mardia_skewness", "mardia_kurtosis"} & wanted))
         m = B.mardia(x, **opts)
         for tid, res in (("mardia_skewness", m.skewness), ("mardia_kurtosis", m.kurtosis)):
             if tid in wanted:
                 ids.append(tid)
                 results.append(res)
     if "henze_zirkler" in wanted:
+        _advance(progress)
         ids.append("henze_zirkler")
         results.append(B.henze_zirkler(x, beta=beta, **opts))
     if "energy" in wanted:
+        _advance(progress)
         ids.append("energy")
         results.append(B.energy_test(x, **opts))
     fns = {"radii": B.radii_test, "distances": B.distance_test, "coordinates": B.coordinate_test,
@@ -118,6 +161,7 @@ def normality_report(z, *, target: str = "standard", alpha: float = 0.05, n_resa
         for s in C.EDF_STATISTICS:
             tid = f"{fam}_{s}"
             if tid in wanted:
+                _advance(progress)
                 ids.append(tid)
                 results.append(fns[fam](x, statistic=s, **opts))
     adj = holm([r.pvalue for r in results])
@@ -127,7 +171,62 @@ def normality_report(z, *, target: str = "standard", alpha: float = 0.05, n_resa
                      "pvalue_holm": float(pa), "reject": bool(pa < alpha), "null": r.null,
                      "n_resamples": r.n_resamples, "details": r.details})
     seed = generator if not isinstance(generator, np.random.Generator) else "numpy.random.Generator"
-    return NormalityReport(x.shape[0], x.shape[1], target, float(alpha), int(n_resamples), seed, rows)
+    warning = resamples_warning(alpha, n_resamples, tests, target)
+    return NormalityReport(x.shape[0], x.shape[1], target, float(alpha), int(n_resamples), seed, rows,
+                           [warning] if warning else [])
+
+
+class _numbered_progress:
+    """Wraps ``progress=True`` so that each bar is labelled with the test it belongs to, "[k/m] ..."
+    (k: the number of the running test, m: the tests selected; Mardia's two tests share one null,
+    labelled with the first); other values pass through unchanged."""
+
+    def __new__(cls, progress, total_tests: int):
+        if progress is not True:
+            return progress
+        self = super().__new__(cls)
+        self.started, self.current, self.total = 0, 0, total_tests
+        return self
+
+    def __call__(self, total: int, desc: str):
+        return C.make_progress(True, total, f"[{self.current}/{self.total}] {desc}")
+
+
+def _advance(progress, k: int = 1) -> None:
+    """k tests start now (2 for Mardia's skewness and kurtosis, computed together)."""
+    if isinstance(progress, _numbered_progress):
+        progress.current = progress.started + 1
+        progress.started += k
+
+
+_PROBE_SEED = 0x5EED0F7E57  # estimate_seconds' own seed: its null samples are never a user's
+
+
+def estimate_seconds(z, *, target: str = "standard", n_resamples: int = 1000, tests: Optional[Sequence[str]] = None,
+                     beta=None, n_projections: int = 32, probe: int = 4) -> float:
+    """Seconds :func:`normality_report` with these options would take here, measured, not modelled:
+    the report is run once with ``probe`` Monte Carlo replicates per null, each replicate is timed,
+    and the estimate is the observed statistics' time plus B times the median replicate of each null
+    (the first replicate pays one-off warm-up costs). The probe uses a seed of its own and its cache
+    entries are removed afterwards, so the tests that share one null simulation (the three EDF
+    statistics of a family) share it here too, as in the real run, and nothing of the probe remains.
+    Costs about ``probe`` + 1 replicates of every test."""
+    n_resamples = C.check_n_resamples(n_resamples)
+    probe = C.check_int(probe, "probe", 1)
+    before = set(C._NULL_CACHE)
+    C._NULL_TIMER = timer = []
+    start = time.perf_counter()
+    try:
+        normality_report(z, target=target, n_resamples=probe, generator=_PROBE_SEED, tests=tests,
+                         beta=beta, n_projections=n_projections)
+    finally:
+        C._NULL_TIMER = None
+        for key in set(C._NULL_CACHE) - before:
+            del C._NULL_CACHE[key]
+    total = time.perf_counter() - start
+    spent_on_nulls = sum(sum(t) for t in timer)
+    per_replicate = sum(float(np.median(t)) for t in timer if t)
+    return max(0.0, total - spent_on_nulls) + per_replicate * n_resamples
 
 
 def _select(tests: Optional[Sequence[str]]) -> set:
