@@ -16,6 +16,10 @@ Two CPU-schedule shortcuts (other devices take the general path with the same re
   - ``pair_sum_with_grad`` (used by ``pairwise_sum`` when x needs a gradient) computes VALUE(x, .) and
     GRAD(x, .) in one VALUE_GRAD pass and keeps them for the backward: a self sum then needs no engine
     pass in the backward, a cross sum only the y side.
+
+Second order (create_graph=True, Hessian-vector products, torch.func): every backward formula calls
+differentiable ops; the derivatives of GRAD use the HESS_VEC pass (``pair_hess_vec``). See the
+"Autograd" section at the end of this file and docs/second_order.md.
 """
 
 from __future__ import annotations
@@ -162,8 +166,8 @@ def pair_sum_with_grad(
     exclude_diagonal: bool,
 ) -> Tuple[Tensor, Tensor, Tensor]:  # total [] float64, rows [n] float64, grad [n, D] x.dtype
     """The value of ``pair_sum`` and the saved pieces of its x-side gradient: rows = VALUE(x, y, wy)
-    and grad = GRAD(x, y, wy) (y, wy = x, wx for self pairs). Only the total is differentiable; rows
-    and grad are what its backward consumes."""
+    and grad = GRAD(x, y, wy) (y, wy = x, wx for self pairs). The total's backward consumes rows and
+    grad; they are differentiable outputs too, so a second backward (a gradient penalty) reaches them."""
     n = x.shape[0]
     total = torch.empty((), dtype=torch.float64, device=x.device)
     rows = torch.empty(n, dtype=torch.float64, device=x.device)
