@@ -336,10 +336,10 @@ def test_cramer_wold_tile_matches_scalar_functor(isa, dtype, dim):
     outside, elements inside); the CUDA schedule by the scalar functor. One column y = 0 and rows
     x = +-v (1-D, centre exactly 0) give r2 = v^2 exactly in both schedules, so rows[i] = f(v_i^2) and
     grad[i] = 2 f'(v_i^2) v_i element by element: tiles mixing r2 = 0, normal values over s = 1e-8 ..
-    1e8, and r2 = +inf (v^2 overflows: f = f' = 0, no NaN). The baseline variant has no FMA, like the
-    emulation: same formulas in the same order give the same bits. With FMA: a few ulp."""
-    huge = 1e30 if dtype == torch.float32 else 1e200
-    v = [0.0, huge] + torch.logspace(-4, 4, 41, dtype=torch.float64).tolist() + [huge, 3.0, huge]
+    1e8. (r2 = +inf from finite points no longer occurs: out-of-range data are rescaled, docs/engine.md;
+    tests/test_range.py.) The baseline variant has no FMA, like the emulation: same formulas in the same
+    order give the same bits. With FMA: a few ulp."""
+    v = [0.0] + torch.logspace(-4, 4, 41, dtype=torch.float64).tolist() + [3.0]
     x = torch.tensor([s * u for u in v for s in (1.0, -1.0)][1:], dtype=dtype).reshape(-1, 1)  # one 0 only
     acc = 0.0
     for u in x.double().flatten().tolist():  # the engine's centre: a running sum in double, here 0
@@ -353,10 +353,6 @@ def test_cramer_wold_tile_matches_scalar_functor(isa, dtype, dim):
         grad = torch.ops.latentdiv.pair_grad(x, y, None, spec.kernel_id, list(params), False)
     want_rows = _emulated_scalar_functor(_ext.MODE_VALUE, x, y, spec.kernel_id, params)
     want_grad = _emulated_scalar_functor(_ext.MODE_GRAD, x, y, spec.kernel_id, params)
-    inf_r2 = x.abs().squeeze(1) == huge
-    assert inf_r2.sum() == 6
-    assert torch.equal(rows[inf_r2], torch.zeros(6, dtype=torch.float64))
-    assert torch.equal(grad[inf_r2], torch.zeros(6, 1, dtype=dtype))
     assert torch.isfinite(rows).all() and torch.isfinite(grad).all()
     assert rows[0].item() == pytest.approx(1.0, rel=1e-6) and grad[0].item() == 0.0  # r2 = 0: phi(0) = 1
     # NaN stays NaN (the functor's clamp to r2 >= 0 must not turn it into r2 = 0, f = 1)

@@ -18,6 +18,10 @@ import torch
 import latentdiv
 from latentdiv._registry import KERNELS
 
+from conftest import requires_compiled
+
+pytestmark = requires_compiled  # the engine's frame; the pure-torch fallback keeps plain float32 range
+
 SCALES = (1e-30, 1e-20, 1e-19, 1.0, 1e19, 1e30)
 DIMS = (5, 16)  # direct-difference tiles (D <= 8) and the dot-product path
 EPS = 2e-6      # float32 slack of the sums, relative
@@ -180,3 +184,23 @@ def test_normal_scales_unchanged_bits():
     base = latentdiv.pairwise_sum(x, kernel="energy").item()
     for k in (10, 40, -40):
         assert latentdiv.pairwise_sum(x * 2.0**k, kernel="energy").item() == base * 2.0**k
+
+
+@pytest.mark.parametrize("scale", (1e-30, 1e30))
+@pytest.mark.parametrize("kernel", ("gaussian", "energy"))
+def test_weights_and_unbiased_sums_at_extreme_scales(kernel, scale):
+    """The weights' gradients are VALUE rows (scaled back by the frame too), U-statistics skip the diagonal."""
+    x, y = data(scale, 16)
+    gen = torch.Generator().manual_seed(4)
+    wx, wy = torch.rand(x.shape[0], generator=gen, dtype=torch.float64), torch.rand(y.shape[0], generator=gen, dtype=torch.float64)
+    args = kernel_args(kernel, scale, 16)
+
+    def run(dtype):
+        leaves = [t.to(dtype).requires_grad_(True) for t in (x, y, wx, wy)]
+        a, b, va, vb = leaves
+        total = (latentdiv.pairwise_sum(a, b, kernel=kernel, weights_x=va, weights_y=vb, **args)
+                 + latentdiv.pairwise_sum(a, kernel=kernel, weights_x=va, exclude_diagonal=True, **args))
+        return [total.detach().double()] + [g.double() for g in torch.autograd.grad(total, leaves)]
+
+    for got, ref, what in zip(run(torch.float32), run(torch.float64), ("value", "x", "y", "wx", "wy")):
+        assert rel_err(got, ref) < FLOAT32_TOL, (kernel, scale, what, rel_err(got, ref))

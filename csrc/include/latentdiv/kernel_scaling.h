@@ -32,16 +32,17 @@
 
 namespace latentdiv {
 
-// What a float pass may hold for a parameter: the normal float range, or less where the functor
-// divides by c + r2 (imq, the exact Cramer-Wold kernel): there c <= 2^100 keeps 1 / (c + r2) normal
-// (not flushed to 0), and c / (c + r2) is 1 to float precision for any r2 of the frame (<= 2^50 D).
-// Double passes clamp nothing.
+// What a float pass may hold for a parameter. Rates (1 / r2 or 1 / r units: gaussian, laplacian, the
+// exponential Cramer-Wold kind) stay within [FLT_MIN, 2^100], denominators (r2 units: imq's c, the exact
+// Cramer-Wold kernel's a / s_scale) within [2^-100, 2^100]: then exp(-a r2) and c / (c + r2) are
+// normal or 0 where they should be, and the slopes (at most ~2^100 at r2 = 0), summed over a panel and
+// multiplied by coordinates, stay finite in float. Double passes clamp nothing.
 struct ParamRange {
   double lo, hi;
 };
 constexpr ParamRange kNoClamp{0.0, HUGE_VAL};
-constexpr ParamRange kFloatRange{1.17549435082228750797e-38, 3.40282346638528859812e+38};  // FLT_MIN, FLT_MAX
-constexpr ParamRange kFloatDenominator{1.17549435082228750797e-38, 0x1p100};
+constexpr ParamRange kFloatRate{1.17549435082228750797e-38, 0x1p100};  // FLT_MIN .. 2^100
+constexpr ParamRange kFloatDenominator{0x1p-100, 0x1p100};
 
 // v * 2^pow2, then clamped into `r` when `clamp`.
 inline void scale_param(double& v, int pow2, bool clamp, const ParamRange& r) {
@@ -59,7 +60,7 @@ template <>
 struct Scaling<Gaussian> {
   static constexpr int value_power = 0;
   static void rescale(KernelParams& p, int e, bool clamp) {
-    for (int s = 0; s < p.n_params; ++s) scale_param(p.params[s], 2 * e, clamp, kFloatRange);
+    for (int s = 0; s < p.n_params; ++s) scale_param(p.params[s], 2 * e, clamp, kFloatRate);
   }
 };
 
@@ -68,7 +69,7 @@ template <>
 struct Scaling<Laplacian> {
   static constexpr int value_power = 0;
   static void rescale(KernelParams& p, int e, bool clamp) {
-    for (int s = 0; s < p.n_params; ++s) scale_param(p.params[s], e, clamp, kFloatRange);
+    for (int s = 0; s < p.n_params; ++s) scale_param(p.params[s], e, clamp, kFloatRate);
   }
 };
 
@@ -104,7 +105,7 @@ template <>
 struct Scaling<CramerWoldExact> {
   static constexpr int value_power = 0;
   static void rescale(KernelParams& p, int e, bool clamp) {
-    if (p.n_params >= 1) scale_param(p.params[0], 2 * e, clamp, kFloatRange);
+    if (p.n_params >= 1) scale_param(p.params[0], 2 * e, clamp, kFloatRate);
     if (p.n_params >= 5) scale_param(p.params[4], -2 * e, clamp, kFloatDenominator);
   }
 };
