@@ -289,10 +289,15 @@ constexpr int kMaxExponent = std::is_same<T, float>::value ? 120 : 1000;
 
 template <class T>
 int range_exponent(double centred_max, double raw_max) {
-  if (!(centred_max > 0.0) || !std::isfinite(centred_max) || !std::isfinite(raw_max)) return 0;
+  if (!std::isfinite(centred_max) || !std::isfinite(raw_max)) return 0;
   int e = 0, e_raw = 0;
-  std::frexp(centred_max, &e);  // M in [2^(e-1), 2^e)
-  if (e >= -kRangeWindow<T> && e <= kRangeWindow<T>) return 0;
+  if (centred_max > 0.0) {
+    std::frexp(centred_max, &e);  // M in [2^(e-1), 2^e)
+    if (e >= -kRangeWindow<T> && e <= kRangeWindow<T>) e = 0;
+  }
+  // The unshifted points must stay below 2^kRawLimit even when M is in the window or 0: a coordinate
+  // that is constant at a huge value (M = 0 there) would otherwise square to inf against the zero
+  // padding columns of the direct-difference tiles, and -inf x 0 is NaN for the energy kernel.
   std::frexp(raw_max, &e_raw);
   e = std::max(e, e_raw - kRawLimit<T>);
   return std::min(std::max(e, -kMaxExponent<T>), kMaxExponent<T>);

@@ -313,7 +313,8 @@ def _check_mmd_args(kernel: Any, bandwidth: Any, scales: Any, estimator: Any, pr
             raise ValueError(f"bandwidth must be a positive number, a sequence of them, 'median' or None, "
                              f"got {bandwidth!r}")
     elif bandwidth is not None:
-        _positive_scales(bandwidth, "bandwidth")
+        # Values only: a bandwidth tensor that requires grad is differentiated by pairwise_sum.
+        _positive_scales(bandwidth.detach() if isinstance(bandwidth, torch.Tensor) else bandwidth, "bandwidth")
     if scales is not None:
         if bandwidth is not None and not isinstance(bandwidth, str) and (
                 not isinstance(bandwidth, numbers.Real) or isinstance(bandwidth, bool)):
