@@ -139,7 +139,7 @@ def front(rows, dim: int, path: str) -> str:
 
 def _tile(images: np.ndarray, side: int, per_row: int = 4) -> np.ndarray:  # [k, P] -> [rows*side, per_row*side]
     k = min(len(images), per_row * per_row)
-    canvas = np.ones((per_row * (side + 1), per_row * (side + 1)))
+    canvas = np.full((per_row * (side + 1) - 1, per_row * (side + 1) - 1), 0.3)  # grey separators (gray_r: 0 = white)
     for i in range(k):
         r, c = divmod(i, per_row)
         canvas[r * (side + 1):r * (side + 1) + side, c * (side + 1):c * (side + 1) + side] = \
@@ -165,7 +165,7 @@ def sample_grids(runs: List[Dict[str, Any]], side: int, path: str, dim: int) -> 
             if j == 0:
                 ax.set_ylabel(run["label"], fontsize=7, rotation=0, ha="right", va="center")
     fig.suptitle(f"Test reconstructions and generated samples, D = {dim}, matched distortion", fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.975))
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return path
@@ -182,10 +182,11 @@ def radii_qq(runs: List[Dict[str, Any]], dim: int, path: str) -> str:
         theory = st.chi.ppf(probs, dim)
         ax.plot(theory, radii, ".", markersize=2.5, color=colour[run["label"]], label=run["label"])
         top = max(top, float(theory[-1]))
-    ax.plot([0, top], [0, top], "k--", linewidth=1, label="radii of N(0, I) (y = x)")
-    ax.set_xlabel(f"chi_{dim} quantile (radius of N(0, I) in D = {dim})")
-    ax.set_ylabel("sorted radius |z| of test codes")
-    ax.set_yscale("symlog", linthresh=1.0)
+    ax.plot([0.3, top], [0.3, top], "k--", linewidth=1, label="radii of N(0, I) (y = x)")
+    ax.set_xlabel(f"chi_{dim} quantile (radius of N(0, I) in D = {dim}, log scale)")
+    ax.set_ylabel("sorted radius |z| of test codes (log scale)")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
     ax.set_title(f"QQ plot of code radii against chi_{dim}, matched distortion")
     ax.legend(fontsize=7, markerscale=3)
     ax.grid(alpha=0.3)
