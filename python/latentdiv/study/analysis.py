@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import math
+import warnings
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -174,8 +175,10 @@ def best_group_difference(table, group_a: Sequence[str], group_b: Sequence[str],
 
     ba, bb = best(group_a), best(group_b)
     point = abs(table[f"{ba}|{quality}"]["spearman"]) - abs(table[f"{bb}|{quality}"]["spearman"])
-    boot_a = np.nanmax(np.abs(np.stack([table[f"{s}|{quality}"]["spearman_boot"] for s in group_a])), axis=0)
-    boot_b = np.nanmax(np.abs(np.stack([table[f"{s}|{quality}"]["spearman_boot"] for s in group_b])), axis=0)
+    with warnings.catch_warnings():  # a resample where every statistic is constant gives NaN: dropped by _ci
+        warnings.simplefilter("ignore", RuntimeWarning)
+        boot_a = np.nanmax(np.abs(np.stack([table[f"{s}|{quality}"]["spearman_boot"] for s in group_a])), axis=0)
+        boot_b = np.nanmax(np.abs(np.stack([table[f"{s}|{quality}"]["spearman_boot"] for s in group_b])), axis=0)
     return {"best_a": ba, "best_b": bb, "difference": float(point), "ci": _ci(boot_a - boot_b)}
 
 

@@ -74,13 +74,13 @@ def _scatter_panels(rows, stats: Dict[str, str], path: str, title: str, log_x: b
 def normality_vs_quality(rows, path: str) -> str:
     keep = ["henze_zirkler", "energy_test", "mardia_skewness", "radii_test", "distances_cvm", "reject_mean"]
     return _scatter_panels(rows, {k: NORMALITY_STATS[k] for k in keep}, path,
-                           "Latent normality statistic (test codes) vs sample quality under N(0, I) sampling",
+                           "Latent normality statistic (test codes) vs sample quality under N(0, I) sampling (every run, latent sizes pooled)",
                            log_x=True)
 
 
 def holes_vs_quality(rows, path: str) -> str:
     return _scatter_panels(rows, dict(HOLE_STATS), path,
-                           "Latent holes (prior draws vs test codes, k-NN balls) vs sample quality under N(0, I)",
+                           "Latent holes (prior draws vs test codes, k-NN balls) vs sample quality under N(0, I) (every run, latent sizes pooled)",
                            log_x=False)
 
 
@@ -187,6 +187,10 @@ def radii_qq(runs: List[Dict[str, Any]], dim: int, path: str) -> str:
     ax.set_ylabel("sorted radius |z| of test codes (log scale)")
     ax.set_xscale("log")
     ax.set_yscale("log")
+    ticker = require("matplotlib.ticker")
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.set_major_formatter(ticker.ScalarFormatter())
+        axis.set_minor_formatter(ticker.NullFormatter())
     ax.set_title(f"QQ plot of code radii against chi_{dim}, matched distortion")
     ax.legend(fontsize=7, markerscale=3)
     ax.grid(alpha=0.3)
