@@ -110,9 +110,11 @@ def test_second_start_recomputes_nothing(tiny_study):
 def test_same_seed_same_numbers(tiny_study, tmp_path):
     out, _ = tiny_study
     fresh = check_out_dir(str(tmp_path / "again"))
+    # one thread, as in the fixture (another thread count reorders float sums: differences ~1e-10);
+    # conftest restores the thread count after the test
+    torch.set_num_threads(1)
     prepare_classifier(fresh, TINY)
     for name in ("wae", "vae"):  # a prior-sampling loss and a stochastic encoder
-        # one thread, as the fixture's runs (another thread count reorders float sums: ~1e-10)
         a = execute_run(fresh, TINY, RunSpec(name, 4, 1.0, 0), os.path.join(fresh, "classifier.pt"), threads=1)
         with open(os.path.join(out, "runs", f"{name}-D4-w1-s0", "result.json")) as f:
             b = json.load(f)
