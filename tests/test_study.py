@@ -163,3 +163,19 @@ def test_missing_optional_dependency_names_the_extra(monkeypatch, tmp_path, caps
         study.run_study(TINY, str(tmp_path), progress=False)
     assert cli.main(["study", "--quick", "--out", str(tmp_path / "o")]) == 2
     assert 'pip install "latentdiv[study]"' in capsys.readouterr().err
+
+
+def test_conv_architecture_of_full_mode():
+    from latentdiv.study.models import Autoencoder
+
+    for side in (8, 28):
+        for stochastic in (False, True):
+            net = Autoencoder(side, 5, (), stochastic, "conv")
+            mu, logvar = net.encode(torch.rand(3, side * side))
+            assert mu.shape == (3, 5) and (logvar is None) == (not stochastic)
+            assert net.decode(mu).shape == (3, side * side)
+    with pytest.raises(ValueError, match="divisible by 4"):
+        Autoencoder(10, 5, (), False, "conv")
+    with pytest.raises(ValueError, match="architecture"):
+        Autoencoder(8, 5, (), False, "transformer")
+    assert study.preset("full").architecture == "conv"
