@@ -87,7 +87,7 @@ def holes_vs_quality(rows, path: str) -> str:
 def quality_by_sampler(matched: List[Dict[str, Any]], floor: float, path: str, dim: int) -> str:
     """matched: one dict per model label with fd_<sampler> and fd_reconstruction."""
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(max(7.0, 0.9 * len(matched) + 2), 4.4))
+    fig, ax = plt.subplots(figsize=(max(7.0, 0.9 * len(matched) + 2) + 2.0, 4.4))
     cols = list(SAMPLERS) + ["reconstruction"]
     width = 0.8 / len(cols)
     x = np.arange(len(matched))
@@ -101,7 +101,7 @@ def quality_by_sampler(matched: List[Dict[str, Any]], floor: float, path: str, d
     ax.set_yscale("log")
     ax.set_ylabel("FD in classifier feature space (log scale)")
     ax.set_title(f"Sample quality by sampler, D = {dim}, each model at matched distortion")
-    ax.legend(fontsize=7, ncol=3)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), title="sampler", title_fontsize=8)
     ax.grid(axis="y", alpha=0.3, which="both")
     fig.tight_layout()
     fig.savefig(path, dpi=90)

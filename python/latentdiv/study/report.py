@@ -209,7 +209,13 @@ def write_outputs(out: str, cfg: StudyConfig, results: List[Dict[str, Any]], inf
     verdicts["H5"] = ("held" if regs and len(dominated) > len(regs) / 2 else "not held",
                       f"prior mismatch is the largest part for {len(dominated)} of {len(regs)} regularized "
                       f"models ({', '.join(m['label'] for m in dominated) or 'none'})")
-    answer = _answer(verdicts, matched, floor, main_dim, bn, best_norm, diff, table)
+    n_models = len({p["model"] for p in corr_by_dim[main_dim]["points"]})
+    if n_models < 3:  # rank correlations over one or two models (clusters) answer nothing
+        verdicts = {h: ("not tested", f"needs at least 3 models, got {n_models}") for h, _ in HYPOTHESES}
+        answer = (f"Not enough models for an answer ({n_models} at D = {main_dim}; the hypotheses need at "
+                  "least 3): see the tables.")
+    else:
+        answer = _answer(verdicts, matched, floor, main_dim, bn, best_norm, diff, table)
 
     lines.append("# latentdiv study: does agreement of the codes with N(0, I) matter?")
     lines.append("")
