@@ -112,9 +112,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     from . import cli_check  # `latentdiv check`: normality tests (latentdiv.stats)
 
     cli_check.add_check_parser(sub)
+    from .study import cli as study_cli  # `latentdiv study` (optional extra: latentdiv[study])
+
+    study_cli.add_parser(sub)
     args = parser.parse_args(argv)
     if args.command == "check":
         return cli_check.run_check(args)
+    if args.command == "study":
+        return study_cli.run(args)
     if args.command is None:  # no subcommand: say what there is (the demo runs for a minute)
         parser.print_help()
         return 0
