@@ -18,6 +18,8 @@ using namespace latentdiv;
 namespace latentdiv {
 // cuda_emulation.cpp: the host emulation of the CUDA schedule (emulate_cuda_*), built in every build.
 void register_cuda_emulation(py::module_& m);
+// pair_terms_binding.cpp: the multi-term entry (latentdiv/pair_terms.h).
+void register_pair_terms(py::module_& m);
 }  // namespace latentdiv
 
 namespace {
@@ -147,6 +149,7 @@ PYBIND11_MODULE(_C, m) {
       py::arg("n"), py::arg("m"), py::arg("d"), py::arg("mode"));
 #endif
   register_cuda_emulation(m);
+  register_pair_terms(m);
   m.def("build_info", &build_info);
   m.attr("STATUS_OK") = static_cast<int>(kOk);
   m.attr("STATUS_BAD_ARGUMENT") = static_cast<int>(kBadArgument);

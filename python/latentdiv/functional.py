@@ -34,6 +34,7 @@ from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
 
 import torch
 
+from . import _fused_ops
 from ._registry import _positive, _positive_scales
 from ._validation import check_pair, check_weights, compute_dtype
 from .pairwise import pairwise_sum, pdist
@@ -376,6 +377,9 @@ def _mmd_impl(x, y, weights_x, weights_y, kernel, bandwidth, scales, unbiased, p
     else:
         bw = _mmd_scales(kernel, 1.0 if bandwidth is None else bandwidth, scales, xc, yc)
     a, b = _normalize(weights_x, work), _normalize(weights_y, work)
+    fused = _fused_ops.mmd_value(xc, yc, a, b, kernel, bw, unbiased)  # one engine call (CPU)
+    if fused is not None:
+        return fused.to(out_dtype)
     value = (_self_mean(xc, a, unbiased, kernel, bw) + _self_mean(yc, b, unbiased, kernel, bw)
              - 2.0 * _cross_mean(xc, yc, a, b, kernel, bw))
     return value.to(out_dtype)
@@ -423,6 +427,9 @@ def _mmd_to_normal_impl(z, weights, hs, unbiased):
     zc = z.to(work)
     dim = z.shape[-1]
     a = _normalize(weights, work)
+    fused = _fused_ops.mmd_to_normal_value(zc, a, hs, unbiased)  # one engine call (CPU)
+    if fused is not None:
+        return fused.to(out_dtype)
     self_term = _self_mean(zc, a, unbiased, "gaussian", hs if len(hs) > 1 else hs[0])
     sq = _sq_norms(zc).to(torch.float64)  # [n]
     cross = sq.new_zeros(())
@@ -512,6 +519,10 @@ def _cramer_wold_impl(x, y, weights_x, weights_y, gamma, phi):
     kernel = "cramer_wold" if exact else "cramer_wold_approx"
     # The approximate kernel (gamma + r2/(2D-3))^{-1/2} already carries the 1/sqrt(gamma) factor.
     norm = 1.0 / math.sqrt(gamma) if exact else 1.0
+    fused = _fused_ops.cramer_wold_value(xc, None if y is None else y.to(work), a, _normalize(weights_y, work),
+                                         gamma, exact)  # one engine call (CPU)
+    if fused is not None:
+        return fused.to(out_dtype)
     xx = _self_mean(xc, a, False, kernel, 1.0, gamma=gamma)
     if y is None:
         sq = _sq_norms(xc).to(torch.float64)  # [n]
