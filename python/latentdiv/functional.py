@@ -606,16 +606,24 @@ def _energy_impl(x, y, weights_x, weights_y):
     xc = x.to(work)
     a = _normalize(weights_x, work)
     # kernel "energy" is -r: minus signs turn its sums into mean distances.
-    exx = -_self_mean(xc, a, False, "energy", 1.0)
     if y is None:
         from . import special
 
         dim = x.shape[-1]
+        rows = _fused_ops.expected_distance_to_normal(xc, dim)  # engine passes (CPU)
+        if rows is not None:  # 2 E||x - Y|| - E||X - X'|| - E||Y - Y'||, the pair term fused
+            pair = _fused_ops.energy_pair_value(xc, a, -special.expected_pair_distance_normal(dim))
+            return (2.0 * _mean(rows, a) + pair).to(out_dtype)
+    exx = -_self_mean(xc, a, False, "energy", 1.0)
+    if y is None:
         exy = _mean(special.expected_distance_to_normal(_sq_norms(xc).to(torch.float64), dim), a)
         eyy = special.expected_pair_distance_normal(dim)
     else:
         yc = y.to(work)
         b = _normalize(weights_y, work)
+        fused = _fused_ops.mmd_value(xc, yc, a, b, "energy", 1.0, False)  # = ED (k = -r, biased), one engine call
+        if fused is not None:
+            return fused.to(out_dtype)
         eyy = -_self_mean(yc, b, False, "energy", 1.0)
         exy = -_cross_mean(xc, yc, a, b, "energy", 1.0)
     return (2.0 * exy - exx - eyy).to(out_dtype)
