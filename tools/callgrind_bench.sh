@@ -11,6 +11,8 @@
 #   bash tools/callgrind_bench.sh                  # every variant, the default cases
 #   VARIANTS="avx2" CASES="gaussian:value_grad:128:8" bash tools/callgrind_bench.sh
 #   OUT=counts.txt bash tools/callgrind_bench.sh   # also write the table to a file (diff two runs)
+#   HASH=1 VARIANTS=avx512 bash tools/callgrind_bench.sh  # static per-function fingerprints instead
+#     (tools/objcode_hash.py; for a variant valgrind cannot run: diff two runs to show code unchanged)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CXX=${CXX:-g++}
@@ -27,6 +29,10 @@ for v in $VARIANTS; do
   flags="-O3 -std=c++17 -fopenmp -fno-trapping-math -fno-math-errno ${FLAGS[$v]} -DLD_ISA_NS=cpu_$v -Icsrc/include"
   # shellcheck disable=SC2086
   $CXX $flags -c csrc/cpu/pair_reduce_cpu.cpp -o "$WORK/schedule_$v.o"
+  if [[ "${HASH:-0}" == 1 ]]; then
+    while IFS= read -r line; do OUTPUT+=("$v $line"); echo "$v $line"; done < <(python3 tools/objcode_hash.py "$WORK/schedule_$v.o")
+    continue
+  fi
   # shellcheck disable=SC2086
   $CXX $flags "$WORK/schedule_$v.o" csrc/cpu/validate.cpp tools/callgrind_driver.cpp -o "$WORK/driver_$v"
   for c in $CASES; do
