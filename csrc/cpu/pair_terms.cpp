@@ -55,7 +55,8 @@ Status run_terms(const PairTermsArgs& a, CpuIsa isa) {
       p.out_total = &term_total;
       p.out_rows = rows.data();
       if (g_out != nullptr) {
-        p.mode = static_cast<std::int32_t>(Mode::kValueGrad);
+        // Self terms over the triangle (half the pairs, deterministic stripes; pair_reduce_cpu.cpp).
+        p.mode = static_cast<std::int32_t>(self ? Mode::kValueGradTriangle : Mode::kValueGrad);
         p.out_grad = grad.data();
       } else {
         // Only the total (and maybe the rows): a self term without row sums visits half the pairs.

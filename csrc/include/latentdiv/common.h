@@ -31,6 +31,9 @@ enum class Mode : std::int32_t {
   // kValue and one kGrad launch there):
   kValueGrad = 2,  // kValue and kGrad in one pass (r2 and f, f' computed once): out_rows, out_total, out_grad
   kTotal = 3,      // *out_total of kValue only (out_rows unused, may be null); self pairs visit j >= i only
+  // Self pairs only: kValueGrad's outputs from the pairs j >= i (each f, f' used for both rows; half
+  // the work), equal to kValueGrad's to rounding, bit-identical for any thread count.
+  kValueGradTriangle = 4,
 };
 
 enum class DType : std::int32_t { kFloat32 = 0, kFloat64 = 1 };
