@@ -5,7 +5,7 @@
 // wall-clock time moves by 30-50%.
 //
 // usage: callgrind_driver KERNEL MODE N D [REPEATS]
-//   KERNEL gaussian | imq7 | energy | cw_approx | cw      MODE value | grad | value_grad | total
+//   KERNEL gaussian | imq7 | energy | cw_approx   MODE value | grad | value_grad | value_grad_triangle | total
 //   pdist / pdist_backward: KERNEL pdist, MODE fwd | bwd
 // Self pairs (y is x), float32, one thread, inputs from a fixed-seed generator.
 #include <cstdio>
@@ -67,6 +67,7 @@ int mode_for(const std::string& m) {
   if (m == "grad") return static_cast<int>(Mode::kGrad);
   if (m == "value_grad") return static_cast<int>(Mode::kValueGrad);
   if (m == "total") return static_cast<int>(Mode::kTotal);
+  if (m == "value_grad_triangle") return static_cast<int>(Mode::kValueGradTriangle);
   std::fprintf(stderr, "unknown mode %s\n", m.c_str());
   std::exit(2);
 }

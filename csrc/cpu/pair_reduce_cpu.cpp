@@ -781,11 +781,18 @@ void pair_reduce_impl(const PairArgs& a) {
 // column-side sums go to its own buffers (columns right of its start); the stripes' buffers are added
 // per row in stripe order. Results agree with kValueGrad to rounding (other summation order), not bits.
 constexpr index_t kTriangleMaxStripes = 16;
+// Above this dimension the column side's transposed GEMM (kMR terms in T per entry into double, against
+// kNR for the row side) costs more than the halved kernel work saves. Measured (one thread, n = 256..2048,
+// Zen 4, AVX-512 and AVX2 variants): triangle/square time 0.5-0.75 at D <= 16, 0.9-1.1 at D = 32, 1.1-1.9
+// at D = 64.
+constexpr index_t kTriangleMaxD = 16;
 constexpr double kTriangleBufferBytes = 64.0 * 1024 * 1024;  // column-side buffers of all stripes, at most
 
-// Stripes for n points (0: the buffers would not fit; the caller runs the square schedule instead).
+// Stripes for n points in d dimensions (0: d too large, or the buffers would not fit; the caller runs the
+// square schedule instead).
 template <class T>
 index_t triangle_stripes(index_t n, index_t d) {
+  if (d > kTriangleMaxD) return 0;
   const index_t blocks = (n + kMR - 1) / kMR;
   const double per_stripe = static_cast<double>(pad_rows<T>(n)) * static_cast<double>(round_up(d, lanes<T>()) + 2) * 8.0;
   const index_t fit = static_cast<index_t>(kTriangleBufferBytes / per_stripe);
