@@ -30,7 +30,7 @@ for v in $VARIANTS; do
   # shellcheck disable=SC2086
   $CXX $flags -c csrc/cpu/pair_reduce_cpu.cpp -o "$WORK/schedule_$v.o"
   if [[ "${HASH:-0}" == 1 ]]; then
-    while IFS= read -r line; do OUTPUT+=("$v $line"); echo "$v $line"; done < <(python3 tools/objcode_hash.py "$WORK/schedule_$v.o")
+    while IFS= read -r line; do OUTPUT+=("$v $line"); echo "$v $line"; done < <(python3 tools/objcode_hash.py "$WORK/schedule_$v.o" | sort)
     continue
   fi
   # shellcheck disable=SC2086

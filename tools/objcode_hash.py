@@ -31,7 +31,11 @@ def functions(obj: str):
             text = re.sub(r"#.*$", "", text).strip()
             body.append(text)
         elif current is not None and re.match(r"^\s+[0-9a-f]+: R_", line):
-            body.append(re.sub(r"^\s+[0-9a-f]+:\s+", "", line).strip())  # relocation kind and symbol
+            rel = re.sub(r"^\s+[0-9a-f]+:\s+", "", line).strip()
+            # relocation kind and symbol, without the addend and the numbering of local constants
+            # (.LC12+0x40: constants that moved in .rodata are not a code change)
+            rel = re.sub(r"[-+]0x[0-9a-f]+$", "", re.sub(r"\.LC\d+", ".LC", rel))
+            body.append(rel)
     if current is not None:
         yield current, body
 
@@ -42,7 +46,7 @@ def main() -> None:
     for name, body in functions(obj):
         if flt in name:
             digest = hashlib.sha1("\n".join(body).encode()).hexdigest()[:12]
-            print(f"{digest} {len(body):6d} {name[:150]}")
+            print(f"{name[:150]} {len(body):6d} {digest}")
 
 
 if __name__ == "__main__":
