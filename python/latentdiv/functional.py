@@ -482,8 +482,8 @@ def cramer_wold(
     is exactly the same integral for any n, m. Diagonals included (V-statistic), so the value is
     >= 0 with the exact phi.
 
-    ``phi="exact"``: :math:`\varphi_D` exactly (the engine's per-D fitted form, ~1e-9 relative; the
-    O(n) cross term with :func:`latentdiv.special.phi_cw`). ``phi="approx"``: the CWAE paper's
+    ``phi="exact"``: :math:`\varphi_D` exactly (the engine's per-D fitted form, ~1e-9 relative, also
+    for the O(n) cross term on the CPU engine; elsewhere that term uses :func:`latentdiv.special.phi_cw`). ``phi="approx"``: the CWAE paper's
     :math:`\varphi_D(s) \approx (1 + 4s/(2D-3))^{-1/2}` (D >= 2; its code uses it for D >= 8), which
     reproduces the reference code (``cw`` in gmum/cwae-pytorch computes :math:`2\sqrt\pi\,d_{cw}^2`)
     but biases :math:`d_{cw}^2` upward several-fold on Gaussian batches. Both modes return
