@@ -62,6 +62,7 @@ def main() -> None:
     parser.add_argument("--dims", type=int, nargs="+", default=[8, 64])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--pdist", action="store_true", help="compare latentdiv.pdist with torch.pdist instead")
+    parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile(plain torch) column")
     args = parser.parse_args()
     info = latentdiv.backend_info()
     print(f"latentdiv {latentdiv.__version__}: backend {info['backend']}, CPU ISA {info.get('cpu_isa_selected')}, "
@@ -69,7 +70,8 @@ def main() -> None:
     if args.pdist:
         main_pdist(args)
         return
-    print(f"{'D':>4} {'latentdiv':>11} {'torch cdist':>12} {'torch matmul':>13} {'ratio (best torch)':>19}")
+    print(f"{'D':>4} {'latentdiv':>11} {'torch cdist':>12} {'torch matmul':>13} {'compiled matmul':>16} "
+          f"{'ratio (best eager)':>19} {'ratio (compiled)':>17}")
     gen = torch.Generator().manual_seed(0)
     for d in args.dims:
         x = torch.randn(args.n, d, generator=gen)
@@ -77,8 +79,22 @@ def main() -> None:
         times = {impl: best_time(mmd_fn(impl, "gaussian", d, args.n), x, y, args.repeats)
                  for impl in ("latentdiv", "torch_cdist", "torch_matmul")}
         best_torch = min(times["torch_cdist"], times["torch_matmul"])
+        # torch.compile of the same plain-torch code (the fair anchor, issue 11), compiled and warmed up
+        # outside the timing; a compile failure is reported as such.
+        compiled_text, ratio_text = "failed", "-"
+        if not args.no_compile:
+            try:
+                torch._dynamo.reset()
+                fn = torch.compile(mmd_fn("torch_matmul", "gaussian", d, args.n))
+                best_time(fn, x, y, 1)
+                t = best_time(fn, x, y, args.repeats)
+                compiled_text, ratio_text = f"{t:.3f}s", f"{t / times['latentdiv']:.1f}x"
+            except Exception as exc:  # noqa: BLE001 - recorded, not fatal
+                print(f"torch.compile failed at D = {d}: {type(exc).__name__}: {exc}")
+        else:
+            compiled_text = "skipped"
         print(f"{d:>4} {times['latentdiv']:>10.3f}s {times['torch_cdist']:>11.3f}s {times['torch_matmul']:>12.3f}s "
-              f"{best_torch / times['latentdiv']:>18.1f}x")
+              f"{compiled_text:>16} {best_torch / times['latentdiv']:>18.1f}x {ratio_text:>17}")
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@
 
 #include <csignal>
 #include <cstdint>
+#include <functional>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -20,6 +21,10 @@ using namespace latentdiv;
 namespace latentdiv {
 // cuda_emulation.cpp: the host emulation of the CUDA schedule (emulate_cuda_*), built in every build.
 void register_cuda_emulation(py::module_& m);
+// pair_terms_binding.cpp: the multi-term entry (latentdiv/pair_terms.h).
+void register_pair_terms(py::module_& m);
+// run_interruptible below, for engine entries bound in other files (pair_terms_binding.cpp).
+int run_engine_call(const std::function<int()>& call);
 }  // namespace latentdiv
 
 namespace {
@@ -192,6 +197,8 @@ py::dict build_info() {
 
 }  // namespace
 
+int latentdiv::run_engine_call(const std::function<int()>& call) { return run_interruptible(call); }
+
 PYBIND11_MODULE(_C, m) {
   m.doc() = "latentdiv compiled engine: fused O(n^2) pair reductions without n x n buffers";
   m.def("pair_reduce", &pair_reduce, py::arg("device"), py::arg("isa"), py::arg("mode"), py::arg("dtype"),
@@ -229,6 +236,7 @@ PYBIND11_MODULE(_C, m) {
       py::arg("n"), py::arg("m"), py::arg("d"), py::arg("mode"));
 #endif
   register_cuda_emulation(m);
+  register_pair_terms(m);
   m.def("build_info", &build_info);
   m.attr("STATUS_OK") = static_cast<int>(kOk);
   m.attr("STATUS_BAD_ARGUMENT") = static_cast<int>(kBadArgument);

@@ -53,6 +53,9 @@ Status validate(const PairArgs& a) {
     case Mode::kValueGrad:
       if (a.out_rows == nullptr || a.out_total == nullptr || a.out_grad == nullptr) return kBadArgument;
       break;
+    case Mode::kValueGradTriangle:
+      if (!a.self_pairs || a.out_rows == nullptr || a.out_total == nullptr || a.out_grad == nullptr) return kBadArgument;
+      break;
     case Mode::kTotal:
       if (a.out_total == nullptr) return kBadArgument;
       break;

@@ -34,6 +34,7 @@ from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
 
 import torch
 
+from . import _fused_ops
 from ._registry import _positive, _positive_scales
 from ._validation import (check_choice, check_int, check_pair, check_relative_weights, check_samples,
                           compute_dtype, nan_if_nonfinite)
@@ -446,6 +447,9 @@ def _mmd_impl(x, y, weights_x, weights_y, kernel, bandwidth, scales, unbiased, p
     xc, yc = x.to(work), y.to(work)
     bw = _mmd_bandwidth(kernel, bandwidth, scales, preset, x.shape[-1], xc, yc)
     a, b = _normalize(weights_x, work), _normalize(weights_y, work)
+    fused = _fused_ops.mmd_value(xc, yc, a, b, kernel, bw, unbiased)  # one engine call (CPU)
+    if fused is not None:
+        return nan_if_nonfinite(fused, x, y).to(out_dtype)
     value = (_self_mean(xc, a, unbiased, kernel, bw) + _self_mean(yc, b, unbiased, kernel, bw)
              - 2.0 * _cross_mean(xc, yc, a, b, kernel, bw))
     return nan_if_nonfinite(value, x, y).to(out_dtype)
@@ -495,6 +499,9 @@ def _mmd_to_normal_impl(z, weights, hs, unbiased):
     zc = z.to(work)
     dim = z.shape[-1]
     a = _normalize(weights, work)
+    fused = _fused_ops.mmd_to_normal_value(zc, a, hs, unbiased)  # one engine call (CPU)
+    if fused is not None:
+        return nan_if_nonfinite(fused, z).to(out_dtype)
     self_term = _self_mean(zc, a, unbiased, "gaussian", hs if len(hs) > 1 else hs[0])
     sq = _sq_norms(zc)  # [n] float64
     cross = sq.new_zeros(())
@@ -547,8 +554,8 @@ def cramer_wold(
     is exactly the same integral for any n, m. Diagonals included (V-statistic), so the value is
     >= 0 with the exact phi.
 
-    ``phi="exact"``: :math:`\varphi_D` exactly (the engine's per-D fitted form, ~1e-9 relative; the
-    O(n) cross term with :func:`latentdiv.special.phi_cw`). ``phi="approx"``: the CWAE paper's
+    ``phi="exact"``: :math:`\varphi_D` exactly (the engine's per-D fitted form, ~1e-9 relative, also
+    for the O(n) cross term on the CPU engine; elsewhere that term uses :func:`latentdiv.special.phi_cw`). ``phi="approx"``: the CWAE paper's
     :math:`\varphi_D(s) \approx (1 + 4s/(2D-3))^{-1/2}` (D >= 2; its code uses it for D >= 8), which
     reproduces the reference code (``cw`` in gmum/cwae-pytorch computes :math:`2\sqrt\pi\,d_{cw}^2`)
     but biases :math:`d_{cw}^2` upward several-fold on Gaussian batches. Both modes return
@@ -584,6 +591,10 @@ def _cramer_wold_impl(x, y, weights_x, weights_y, gamma, phi):
     kernel = "cramer_wold" if exact else "cramer_wold_approx"
     # The approximate kernel (gamma + r2/(2D-3))^{-1/2} already carries the 1/sqrt(gamma) factor.
     norm = 1.0 / math.sqrt(gamma) if exact else 1.0
+    fused = _fused_ops.cramer_wold_value(xc, None if y is None else y.to(work), a, _normalize(weights_y, work),
+                                         gamma, exact)  # one engine call (CPU)
+    if fused is not None:
+        return nan_if_nonfinite(fused, x, y).to(out_dtype)
     xx = _self_mean(xc, a, False, kernel, 1.0, gamma=gamma)
     if y is None:
         sq = _sq_norms(xc)  # [n] float64
@@ -668,18 +679,27 @@ def _energy_impl(x, y, weights_x, weights_y, unbiased=False):
     xc = x.to(work)
     a = _normalize(weights_x, work)
     # kernel "energy" is -r: minus signs turn its sums into mean distances.
-    exx = -_self_mean(xc, a, unbiased, "energy", 1.0)
     if y is None:
         from . import special
 
         dim = x.shape[-1]
+        if not unbiased:
+            rows = _fused_ops.expected_distance_to_normal(xc, dim)  # engine passes (CPU)
+            if rows is not None:  # 2 E||x - Y|| - E||X - X'|| - E||Y - Y'||, the pair term fused
+                pair = _fused_ops.energy_pair_value(xc, a, -special.expected_pair_distance_normal(dim))
+                return nan_if_nonfinite(2.0 * _mean(rows, a) + pair, x, y).to(out_dtype)
         exy = _mean(special.expected_distance_to_normal(_sq_norms(xc), dim), a)
         eyy = special.expected_pair_distance_normal(dim)
     else:
         yc = y.to(work)
         b = _normalize(weights_y, work)
+        # With k = -r, MMD^2 = 2 E||X - Y|| - E||X - X'|| - E||Y - Y'||: one engine call (CPU).
+        fused = _fused_ops.mmd_value(xc, yc, a, b, "energy", 1.0, unbiased)
+        if fused is not None:
+            return nan_if_nonfinite(fused, x, y).to(out_dtype)
         eyy = -_self_mean(yc, b, unbiased, "energy", 1.0)
         exy = -_cross_mean(xc, yc, a, b, "energy", 1.0)
+    exx = -_self_mean(xc, a, unbiased, "energy", 1.0)
     return nan_if_nonfinite(2.0 * exy - exx - eyy, x, y).to(out_dtype)
 
 

@@ -12,7 +12,7 @@ from typing import Any, Optional, Sequence, Union
 
 import torch
 
-from . import _ext, ops, reference
+from . import _ext, _fused_ops, ops, reference
 from ._registry import KernelSpec, get_kernel, kernel_params
 from ._validation import check_bool, check_pair, check_points, check_weights, compute_dtype
 
@@ -104,6 +104,9 @@ def pairwise_sum(
     wx = None if weights_x is None else weights_x.to(work)
     wy = None if weights_y is None else weights_y.to(work)
 
+    fused = _fused_ops.pairwise_value(xc, yc, wx, wy, spec.kernel_id, params, exclude_diagonal)  # CPU engine
+    if fused is not None:
+        return fused.to(out_dtype)
     if _ext.use_compiled(x.device):
         args = [xc.contiguous(), None if yc is None else yc.contiguous(),
                 None if wx is None else wx.contiguous(), None if wy is None else wy.contiguous()]

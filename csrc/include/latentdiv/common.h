@@ -38,6 +38,9 @@ enum class Mode : std::int32_t {
   //   out_rows[i]    = sum_j 2 f'(r2_ij) d . vy_j           (optional: out_rows may be null)
   // Self pairs always skip j == i: GRAD's diagonal term is identically 0, so is its derivative.
   kHessVec = 4,
+  // Self pairs only: kValueGrad's outputs from the pairs j >= i (each f, f' used for both rows; half
+  // the work), equal to kValueGrad's to rounding, bit-identical for any thread count.
+  kValueGradTriangle = 5,
 };
 
 enum class DType : std::int32_t { kFloat32 = 0, kFloat64 = 1 };

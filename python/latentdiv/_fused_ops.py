@@ -1,0 +1,521 @@
+r"""One engine call per loss evaluation: the O(n^2) terms of a loss, and its O(n) terms against one
+point, as one custom op with one backward.
+
+Why: at training batch sizes (n = 64-512) a loss's pair work is microseconds; what it cost was
+per-call overhead: one custom op (dispatcher, autograd node, buffers) per term, a backward launch
+per term, parameters rebuilt per term, and closed-form O(n) terms as a dozen small torch ops (the
+exact Cramer-Wold cross term as a numpy series, forward and backward: most of ``cwae_loss``'s time).
+
+The op ``latentdiv::fused_pair_terms`` computes
+
+.. math::  L = \text{constant} + \sum_t c_t S_t,\qquad S_t = \sum_{i,j} a_i b_j f_t(\lVert u_i - v_j\rVert^2)
+
+for a list of terms t, each over a pair of "point sets" u, v chosen from x, y and the origin (one
+point at 0: :math:`\sum_i a_i f(\lVert u_i\rVert^2)`, how the closed forms against N(0, I) of
+``mmd_to_normal`` and ``cramer_wold`` enter the engine: the Gaussian and the Cramer-Wold kernels
+with another scale). Weights a, b are the point sets' weight vectors (``wx`` / ``wy``; the origin
+has weight 1). The forward runs the engine's VALUE_GRAD mode for every side that needs a gradient,
+so the gradients of L with respect to x, y, wx, wy are complete when the forward returns; the
+backward only scales them by the incoming gradient (no engine pass). The terms run in one C++ call
+(``_C.pair_terms``, csrc/cpu/pair_terms.cpp) when the build has it, else one ``pair_reduce`` call each.
+
+Second order (``create_graph=True``): the backward then recomposes each term's gradient from the
+primitive ops ``pair_grad`` / ``pair_rows`` (ops.py), whose own autograd gives the second
+derivatives; the saved first-order gradients are not differentiable.
+
+CPU only (VALUE_GRAD is a CPU mode); other devices keep the per-term path of functional.py.
+
+Gradients of one term (notation of ops.py): rows R_i = sum_j b_j f_ij, G_i = sum_j b_j 2 f'_ij (u_i - v_j):
+  self (u is v, one weight vector a): dS/du_i = 2 a_i G_i, dS/da_i = 2 R_i;
+  cross: dS/du_i = a_i G_i, dS/da_i = R_i, and the v side from the pass (v, u, a) (skipped for the origin).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import List, Optional, Sequence, Tuple
+
+import torch
+from torch import Tensor
+
+from . import _ext
+
+# Point-set codes in a term descriptor.
+SET_X = 0
+SET_Y = 1
+SET_ORIGIN = 2
+# A term descriptor is these many ints: left set, right set, kernel id, exclude_diagonal, params count.
+TERM_INTS = 5
+
+# Work (pairs x (d + a kernel's cost)) per extra OpenMP thread. Below it one thread runs the call:
+# at n = 128 the pair work is a few microseconds, less than waking a second thread (and far less
+# than waiting for it on a loaded machine). Results are bit-identical for any thread count
+# (pair_reduce_cpu.cpp), so this changes only the time. Measured on a Zen 4 (2 cores, AVX-512):
+# two threads start to pay from about n = 512 at D = 8.
+_WORK_PER_THREAD = 1 << 21
+
+
+def thread_count(pairs: int, d: int) -> int:
+    """Threads for an engine call over ``pairs`` pairs in dimension d: torch's count, fewer for small work."""
+    limit = torch.get_num_threads()
+    if limit <= 1:
+        return 1
+    return int(max(1, min(limit, (pairs * (d + 16)) // _WORK_PER_THREAD)))
+
+
+def _ptr(t: Optional[Tensor]) -> int:
+    return 0 if t is None else t.data_ptr()
+
+
+def _size(set_code: int, x: Tensor, y: Optional[Tensor]) -> int:
+    if set_code == SET_X:
+        return x.shape[0]
+    if set_code == SET_Y:
+        return y.shape[0]  # type: ignore[union-attr]
+    return 1
+
+
+def _term_list(terms: Sequence[int], params: Sequence[float]):
+    """Unflatten the descriptors: (left, right, kernel, exclude_diagonal, params) per term."""
+    out = []
+    at = 0
+    for t in range(0, len(terms), TERM_INTS):
+        left, right, kernel, excl, count = terms[t:t + TERM_INTS]
+        out.append((left, right, kernel, bool(excl), list(params[at:at + count])))
+        at += count
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------
+# the op
+# ---------------------------------------------------------------------------------------------------
+def _forward_impl(
+    x: Tensor,              # [n, D]
+    y: Optional[Tensor],    # [m, D] or None (no term uses SET_Y)
+    wx: Optional[Tensor],   # [n] or None (ones)
+    wy: Optional[Tensor],   # [m] or None (ones)
+    terms: Sequence[int],   # [T * TERM_INTS] descriptors (left, right, kernel, exclude_diagonal, n_params)
+    params: Sequence[float],  # the terms' kernel params, concatenated in term order
+    coefs: Sequence[float],   # [T] c_t
+    constant: float,
+    need: Sequence[bool],   # [4] gradients wanted for x, y, wx, wy
+) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """L (float64 []) and its gradients (x.dtype [n, D], y.dtype [m, D], wx.dtype [n], wy.dtype [m];
+    empty where not wanted)."""
+    n, d = x.shape
+    m = 0 if y is None else y.shape[0]
+    want = (bool(need[0]), bool(need[1]) and y is not None, bool(need[2]) and wx is not None,
+            bool(need[3]) and wy is not None)
+    gx = torch.zeros_like(x) if want[0] else x.new_empty((0,))
+    gy = torch.zeros_like(y) if want[1] else x.new_empty((0,))
+    gwx = torch.zeros(n, dtype=torch.float64) if want[2] else x.new_empty((0,), dtype=torch.float64)
+    gwy = torch.zeros(m, dtype=torch.float64) if want[3] else x.new_empty((0,), dtype=torch.float64)
+    sets = (x, y, x.new_zeros((1, d)))
+    weights = (wx, wy, None)
+    grads = (gx if want[0] else None, gy if want[1] else None, None)
+    wgrads = (gwx if want[2] else None, gwy if want[3] else None, None)
+    total = torch.zeros((), dtype=torch.float64)
+    if hasattr(_ext._C, "pair_terms"):
+        _run_terms_native(sets, weights, grads, wgrads, terms, params, coefs, total, d)
+    else:
+        _run_terms_python(sets, weights, grads, wgrads, terms, params, coefs, total, d)
+    if constant != 0.0:
+        total += constant
+    return (total, gx, gy, gwx.to(wx.dtype) if want[2] else gwx, gwy.to(wy.dtype) if want[3] else gwy)
+
+
+def _backward_impl(grad, x, y, wx, wy, saved, terms, params, coefs, need):
+    """Gradients of L for (x, y, wx, wy) given the incoming grad (float64 []) and the forward's saved
+    gradients; under create_graph, recomposed from differentiable primitive ops instead."""
+    if torch.is_grad_enabled():
+        grads = _differentiable_grads(x, y, wx, wy, terms, params, coefs, need)
+        return tuple(None if g is None else (g * grad).to(t.dtype) for g, t in zip(grads, (x, y, wx, wy)))
+    out = []
+    for i, (g, t) in enumerate(zip(saved, (x, y, wx, wy))):
+        out.append(g * grad.to(g.dtype) if need[i] and t is not None and g.numel() == t.numel() else None)
+    return tuple(out)
+
+
+class _FusedPairTerms(torch.autograd.Function):
+    """The eager path: an autograd.Function costs a fraction of a custom op's dispatch (issue 11:
+    the op's schema handling of the term lists was most of the per-call time at n = 128)."""
+
+    @staticmethod
+    def forward(ctx, x, y, wx, wy, plan):  # plan: Terms
+        need = ctx.needs_input_grad[:4]
+        total, gx, gy, gwx, gwy = _forward_impl(x, y, wx, wy, plan.desc, plan.params, plan.coefs,
+                                                plan.constant, need)
+        ctx.save_for_backward(x, y, wx, wy, gx, gy, gwx, gwy)
+        ctx.plan = plan
+        return total
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, y, wx, wy, *saved = ctx.saved_tensors
+        p = ctx.plan
+        return (*_backward_impl(grad, x, y, wx, wy, saved, p.desc, p.params, p.coefs, ctx.needs_input_grad), None)
+
+
+@torch.library.custom_op("latentdiv::fused_pair_terms", mutates_args=())
+def fused_pair_terms(
+    x: Tensor,              # [n, D]
+    y: Optional[Tensor],    # [m, D] or None (no term uses SET_Y)
+    wx: Optional[Tensor],   # [n] or None (ones)
+    wy: Optional[Tensor],   # [m] or None (ones)
+    terms: List[int],       # [T * TERM_INTS] descriptors (left, right, kernel, exclude_diagonal, n_params)
+    params: List[float],    # the terms' kernel params, concatenated in term order
+    coefs: List[float],     # [T] c_t
+    constant: float,
+    need: List[bool],       # [4] gradients wanted for x, y, wx, wy
+) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """The path under torch.compile (opaque to the compiler, as the other engine ops): L (float64 [])
+    and its gradients (empty where not needed). Only L is differentiable; the others are what its
+    backward consumes."""
+    return _forward_impl(x, y, wx, wy, terms, params, coefs, constant, need)
+
+
+def _run_terms_native(sets, weights, grads, wgrads, terms, params, coefs, total, d) -> None:
+    """All terms in one C++ call (csrc/cpu/pair_terms.cpp): the engine accumulates c_t-scaled
+    contributions into total, the gradients and the weight gradients itself."""
+    x = sets[0]
+    pairs = 0
+    for t in range(0, len(terms), TERM_INTS):
+        pairs += _size(terms[t], x, sets[1]) * _size(terms[t + 1], x, sets[1])
+    status = _ext._C.pair_terms(
+        _ext.isa_code(), _ext.dtype_code(x), d, thread_count(pairs, d),
+        [_ptr(s) for s in sets], [0 if s is None else s.shape[0] for s in sets], [_ptr(w) for w in weights],
+        [_ptr(g) for g in grads], [_ptr(g) for g in wgrads], list(terms), list(params), list(coefs),
+        total.data_ptr())
+    _ext.check_status(status, "pair_terms")
+
+
+def _run_terms_python(sets, weights, grads, wgrads, terms, params, coefs, total, d) -> None:
+    """The same, one pair_reduce call per pass (a build without pair_terms)."""
+    x = sets[0]
+    dtype = _ext.dtype_code(x)
+    isa = _ext.isa_code()
+    acc = 0.0
+    for (left, right, kernel, excl, p), c in zip(_term_list(terms, params), coefs):
+        u, v = sets[left], sets[right]
+        n, m = u.shape[0], v.shape[0]
+        self_pairs = left == right
+        threads = thread_count(n * m, d)
+        scale = 2.0 * c if self_pairs else c
+        sides = [(left, right)] if self_pairs else [(left, right), (right, left)]
+        have_value = False
+        for side, (a_set, b_set) in enumerate(sides):
+            a, b = sets[a_set], sets[b_set]
+            g_out, w_out = grads[a_set], wgrads[a_set]
+            want = g_out is not None or w_out is not None
+            if side == 1 and not want:
+                continue
+            rows = torch.empty(a.shape[0], dtype=torch.float64)
+            out_total = torch.empty((), dtype=torch.float64)
+            grad = torch.empty_like(a) if g_out is not None else None
+            mode = _ext.MODE_VALUE_GRAD if grad is not None else _ext.MODE_VALUE
+            wb = weights[a_set] if self_pairs else weights[b_set]
+            status = _ext._C.pair_reduce(
+                _ext.DEVICE_CPU, isa, mode, dtype, a.data_ptr(), b.data_ptr(), _ptr(weights[a_set]), _ptr(wb),
+                rows.data_ptr(), out_total.data_ptr(), _ptr(grad), 0, a.shape[0], b.shape[0], d, self_pairs,
+                excl, threads, kernel, p, 0)
+            _ext.check_status(status, "pair_reduce")
+            if not have_value:
+                acc += c * float(out_total)
+                have_value = True
+            if grad is not None:
+                wa = weights[a_set]
+                g_out.add_(grad if wa is None else grad * wa.unsqueeze(1), alpha=scale)
+            if w_out is not None:
+                w_out.add_(rows, alpha=scale)
+    total.fill_(acc)
+
+
+@fused_pair_terms.register_fake
+def _(x, y, wx, wy, terms, params, coefs, constant, need):
+    def empty(*shape, dtype=None):
+        return x.new_empty(shape, dtype=dtype)
+
+    f64 = torch.float64
+    return (empty(dtype=f64), torch.empty_like(x) if need[0] else empty(0),
+            torch.empty_like(y) if (need[1] and y is not None) else empty(0),
+            empty(x.shape[0], dtype=wx.dtype) if (need[2] and wx is not None) else empty(0, dtype=f64),
+            empty(y.shape[0], dtype=wy.dtype) if (need[3] and wy is not None) else empty(0, dtype=f64))
+
+
+def _setup(ctx, inputs, output):
+    x, y, wx, wy, terms, params, coefs, constant, need = inputs
+    _, gx, gy, gwx, gwy = output
+    ctx.mark_non_differentiable(gx, gy, gwx, gwy)
+    ctx.save_for_backward(x, y, wx, wy, gx, gy, gwx, gwy)
+    ctx.terms, ctx.params, ctx.coefs = terms, params, coefs
+
+
+def _backward(ctx, grad, _gx, _gy, _gwx, _gwy):  # grad: [] float64
+    x, y, wx, wy, *saved = ctx.saved_tensors
+    return (*_backward_impl(grad, x, y, wx, wy, saved, ctx.terms, ctx.params, ctx.coefs, ctx.needs_input_grad),
+            None, None, None, None, None)
+
+
+fused_pair_terms.register_autograd(_backward, setup_context=_setup)
+
+
+def _differentiable_grads(x, y, wx, wy, terms, params, coefs, need):
+    """dL/dx, dL/dy, dL/dwx, dL/dwy composed of pair_grad / pair_rows (differentiable ops)."""
+    ops = torch.ops.latentdiv
+    origin = x.new_zeros((1, x.shape[1]))
+    sets = (x, y, origin)
+    weights = (wx, wy, None)
+    acc: List[Optional[Tensor]] = [None, None, None, None]  # x, y, wx, wy
+
+    def add(slot, value):
+        acc[slot] = value if acc[slot] is None else acc[slot] + value
+
+    for (left, right, kernel, excl, p), c in zip(_term_list(terms, params), coefs):
+        self_pairs = left == right
+        sides = [(left, right)] if self_pairs else [(left, right), (right, left)]
+        for a_set, b_set in sides:
+            if a_set == SET_ORIGIN:
+                continue
+            a = sets[a_set]
+            wa = weights[a_set]
+            wb = wa if self_pairs else weights[b_set]
+            other = None if self_pairs else sets[b_set]
+            scale = 2.0 * c if self_pairs else c
+            if need[a_set]:
+                g = ops.pair_grad(a, other, wb, kernel, p, excl if self_pairs else False) * scale
+                add(a_set, g if wa is None else g * wa.unsqueeze(1))
+            if wa is not None and need[2 + a_set]:
+                add(2 + a_set, ops.pair_rows(a, other, wb, kernel, p, excl if self_pairs else False) * scale)
+    return tuple(acc)
+
+
+# ---------------------------------------------------------------------------------------------------
+# building the terms of the catalog's losses (parameters cached per key)
+# ---------------------------------------------------------------------------------------------------
+def applicable(x: Tensor) -> bool:
+    """Whether the fused path serves x: the compiled engine on the CPU."""
+    return x.device.type == "cpu" and _ext.use_compiled(x.device) and _ext._C is not None
+
+
+@functools.lru_cache(maxsize=256)
+def kernel_params_cached(kernel: str, bandwidth: Tuple[float, ...], dim: int, gamma: Optional[float]) -> Tuple[int, Tuple[float, ...]]:
+    """(kernel id, engine params) for a kernel name, a tuple of bandwidths, D and gamma (CW kernels):
+    the registry's own builder, computed once per key instead of once per term and call."""
+    from ._registry import get_kernel, kernel_params
+
+    spec = get_kernel(kernel)
+    options = {} if gamma is None else {"gamma": gamma}
+    bw = bandwidth[0] if len(bandwidth) == 1 else list(bandwidth)
+    return spec.kernel_id, tuple(float(v) for v in kernel_params(spec, bw, dim, options))
+
+
+@functools.lru_cache(maxsize=256)
+def cw_origin_params(dim: int, s_scale: float) -> Tuple[float, ...]:
+    """Engine params of phi_D(s_scale r2) (the exact Cramer-Wold kernel at another scale)."""
+    from . import special
+
+    return tuple(float(v) for v in special.cw_phi_params(dim, s_scale))
+
+
+class Terms:
+    """Builder of one fused call: add terms, then ``run``."""
+
+    def __init__(self) -> None:
+        self.desc: List[int] = []
+        self.params: List[float] = []
+        self.coefs: List[float] = []
+        self.constant = 0.0
+
+    def add(self, left: int, right: int, kernel_id: int, params: Sequence[float], coef: float,
+            exclude_diagonal: bool = False) -> "Terms":
+        self.desc += [left, right, kernel_id, int(exclude_diagonal), len(params)]
+        self.params += params
+        self.coefs.append(float(coef))
+        return self
+
+    def run(self, x: Tensor, y: Optional[Tensor] = None, wx: Optional[Tensor] = None,
+            wy: Optional[Tensor] = None) -> Tensor:
+        """L (float64 []), differentiable with respect to whichever of x, y, wx, wy require it."""
+        x = x.contiguous()
+        y = None if y is None else y.contiguous()
+        wx = None if wx is None else wx.contiguous()
+        wy = None if wy is None else wy.contiguous()
+        grad_on = torch.is_grad_enabled()
+        if not torch.compiler.is_compiling():
+            if not grad_on:  # (an autograd.Function's needs_input_grad ignores no_grad)
+                return _forward_impl(x, y, wx, wy, self.desc, self.params, self.coefs, self.constant,
+                                     (False,) * 4)[0]
+            return _FusedPairTerms.apply(x, y, wx, wy, self)
+        need = [bool(grad_on and t is not None and t.requires_grad) for t in (x, y, wx, wy)]
+        return torch.ops.latentdiv.fused_pair_terms(x, y, wx, wy, self.desc, self.params, self.coefs,
+                                                    self.constant, need)[0]
+
+
+def _bandwidth_tuple(bw) -> Tuple[float, ...]:
+    return tuple(float(v) for v in bw) if isinstance(bw, (tuple, list)) else (float(bw),)
+
+
+def mmd_value(x: Tensor, y: Tensor, a: Optional[Tensor], b: Optional[Tensor], kernel: str, bw,
+              unbiased: bool) -> Optional[Tensor]:
+    """MMD^2 (float64 []) of functional._mmd_impl in one fused call, or None where it does not apply
+    (not the CPU engine; weighted unbiased terms, whose normalisation depends on the weights)."""
+    if not applicable(x) or (unbiased and (a is not None or b is not None)) or isinstance(bw, torch.Tensor):
+        return None
+    n, m, dim = x.shape[0], y.shape[0], x.shape[1]
+    kid, p = _cached(kernel_params_cached, kernel, _bandwidth_tuple(bw), dim, None)
+    terms = Terms()
+    sx = 1.0 if a is not None else 1.0 / (n * (n - 1) if unbiased else n * n)
+    sy = 1.0 if b is not None else 1.0 / (m * (m - 1) if unbiased else m * m)
+    sxy = (1.0 if a is not None else 1.0 / n) * (1.0 if b is not None else 1.0 / m)
+    terms.add(SET_X, SET_X, kid, p, sx, unbiased)
+    terms.add(SET_Y, SET_Y, kid, p, sy, unbiased)
+    terms.add(SET_X, SET_Y, kid, p, -2.0 * sxy)
+    return terms.run(x, y, a, b)
+
+
+def mmd_to_normal_value(z: Tensor, a: Optional[Tensor], hs: Tuple[float, ...], unbiased: bool) -> Optional[Tensor]:
+    """functional._mmd_to_normal_impl in one fused call (self term + the closed-form cross term as
+    a sum against the origin with the Gaussian kernel of bandwidth sqrt(1 + h^2)), or None."""
+    if not applicable(z) or (unbiased and a is not None):
+        return None
+    n, dim = z.shape
+    kid, p = _cached(kernel_params_cached, "gaussian", tuple(hs), dim, None)
+    terms = Terms()
+    terms.add(SET_X, SET_X, kid, p, 1.0 if a is not None else 1.0 / (n * (n - 1) if unbiased else n * n), unbiased)
+    mean = 1.0 if a is not None else 1.0 / n
+    for h in hs:
+        h2 = h * h
+        # E_Y k_h(z, Y) = (h^2 / (1 + h^2))^{D/2} exp(-|z|^2 / (2 (1 + h^2))); prefactors in log space.
+        pref = math.exp(-0.5 * dim * math.log1p(1.0 / h2))
+        gid, gp = _cached(kernel_params_cached, "gaussian", (math.sqrt(1.0 + h2),), dim, None)
+        terms.add(SET_X, SET_ORIGIN, gid, gp, -2.0 * pref * mean)
+        terms.constant += math.exp(-0.5 * dim * math.log1p(2.0 / h2))
+    return terms.run(z, None, a)
+
+
+def cramer_wold_value(x: Tensor, y: Optional[Tensor], a: Optional[Tensor], b: Optional[Tensor], gamma: float,
+                      exact: bool) -> Optional[Tensor]:
+    """functional._cramer_wold_impl (d_cw^2, with the 1/(2 sqrt(pi)) factor) in one fused call, or None.
+
+    Against N(0, I) the O(n) term sum_i a_i phi_D(|x_i|^2 / (2 + 4 gamma)) is a sum against the
+    origin with the exact kernel at s_scale 1/(2 + 4 gamma) (the engine's fitted phi_D, the accuracy
+    of the pair term); the approximate one is cramer_wold_approx with gamma + 1/2."""
+    if not applicable(x):
+        return None
+    n, dim = x.shape
+    kernel = "cramer_wold" if exact else "cramer_wold_approx"
+    kid, p = _cached(kernel_params_cached, kernel, (1.0,), dim, float(gamma))
+    norm = (1.0 / math.sqrt(gamma) if exact else 1.0) / (2.0 * math.sqrt(math.pi))
+    terms = Terms()
+    sx = 1.0 if a is not None else 1.0 / (n * n)
+    terms.add(SET_X, SET_X, kid, p, norm * sx)
+    if y is None:
+        mean = 1.0 if a is not None else 1.0 / n
+        if exact:
+            op = _cached(cw_origin_params, dim, 1.0 / (2.0 + 4.0 * gamma))
+            c = 1.0 / math.sqrt(gamma + 0.5)
+        else:
+            _, op = _cached(kernel_params_cached, "cramer_wold_approx", (1.0,), dim, float(gamma) + 0.5)
+            c = 1.0
+        terms.add(SET_X, SET_ORIGIN, kid, op, -2.0 * c * mean / (2.0 * math.sqrt(math.pi)))
+        terms.constant = 1.0 / math.sqrt(1.0 + gamma) / (2.0 * math.sqrt(math.pi))
+        return terms.run(x, None, a)
+    m = y.shape[0]
+    sy = 1.0 if b is not None else 1.0 / (m * m)
+    sxy = (1.0 if a is not None else 1.0 / n) * (1.0 if b is not None else 1.0 / m)
+    terms.add(SET_Y, SET_Y, kid, p, norm * sy)
+    terms.add(SET_X, SET_Y, kid, p, -2.0 * norm * sxy)
+    return terms.run(x, y, a, b)
+
+
+def _cached(fn, *args):
+    """fn(*args) through its lru_cache in eager mode; under torch.compile the wrapped function
+    (dynamo traces it; the cache wrapper would only add a warning)."""
+    if torch.compiler.is_compiling():
+        return fn.__wrapped__(*args)
+    return fn(*args)
+
+
+# ---------------------------------------------------------------------------------------------------
+# E||z - Y||, Y ~ N(0, I_D), per point, from the engine's fitted Cramer-Wold kernels
+# ---------------------------------------------------------------------------------------------------
+def _origin_rows(z: Tensor, params: Sequence[float]) -> Tensor:  # [n, D] -> [n] float64
+    """rows_i = f(|z_i|^2) for the exact Cramer-Wold kernel with these params: one VALUE pass of the
+    engine against the origin (O(n D))."""
+    n, d = z.shape
+    origin = z.new_zeros((1, d))
+    rows = torch.empty(n, dtype=torch.float64)
+    total = torch.empty((), dtype=torch.float64)
+    status = _ext._C.pair_reduce(_ext.DEVICE_CPU, _ext.isa_code(), _ext.MODE_VALUE, _ext.dtype_code(z), z.data_ptr(),
+                                 origin.data_ptr(), 0, 0, rows.data_ptr(), total.data_ptr(), 0, 0, n, 1, d, False,
+                                 False, 1, _CW_EXACT_ID, list(params), 0)
+    _ext.check_status(status, "pair_reduce")
+    return rows
+
+
+_CW_EXACT_ID = 5  # the registry's id of "cramer_wold" (checked against the build by _registry)
+
+
+class _ExpectedDistanceToNormal(torch.autograd.Function):
+    r"""E_i = E||z_i - Y|| = sqrt2 c_D [phi_D(s_i) + (2 s_i / D) phi_{D+2}(s_i)], s_i = |z_i|^2 / 2
+    (Kummer's contiguous relation b M(a, b, -s) - b M(a - 1, b, -s) + s M(a, b + 1, -s) = 0 at a = 1/2,
+    b = D/2, with phi_D(s) = M(1/2; D/2; -s)), and dE_i/dz_i = (sqrt2 c_D / D) phi_{D+2}(s_i) z_i:
+    two O(n) engine passes with the fitted phi (the accuracy of the pair terms, ~1e-9 relative)
+    instead of the numpy series of special.expected_distance_to_normal, forward and backward.
+    Under create_graph the backward uses special.phi_cw (differentiable to any order)."""
+
+    @staticmethod
+    def forward(ctx, z, dim):  # z: [n, D] -> [n] float64
+        from . import special
+
+        c = math.sqrt(2.0) * special.gamma_ratio_half(dim)
+        phi_d = _origin_rows(z, _cached(cw_origin_params, dim, 0.5))
+        phi_d2 = _origin_rows(z, _cached(cw_origin_params, dim + 2, 0.5))
+        sq = (z.to(torch.float64) ** 2).sum(1)
+        ctx.save_for_backward(z, phi_d2)
+        ctx.c, ctx.dim = c, dim
+        return c * (phi_d + (sq / dim) * phi_d2)
+
+    @staticmethod
+    def backward(ctx, grad):  # grad: [n] float64
+        z, phi_d2 = ctx.saved_tensors
+        if torch.is_grad_enabled():
+            from . import special
+
+            phi_d2 = special.phi_cw(0.5 * (z.to(torch.float64) ** 2).sum(1), ctx.dim + 2)
+        slope = (grad * phi_d2) * (ctx.c / ctx.dim)  # [n]
+        return (slope.unsqueeze(1) * z.to(torch.float64)).to(z.dtype), None
+
+
+def expected_distance_to_normal(z: Tensor, dim: int) -> Optional[Tensor]:
+    """[n] float64 E||z_i - Y|| through the engine, or None off the CPU engine (and under torch.compile,
+    which cannot trace the raw engine call; the numpy-series path is opaque to it as a custom op)."""
+    if not applicable(z) or torch.compiler.is_compiling():
+        return None
+    return _ExpectedDistanceToNormal.apply(z.contiguous(), int(dim))
+
+
+def energy_pair_value(x: Tensor, a: Optional[Tensor], constant: float) -> Optional[Tensor]:
+    """-E||X - X'|| + constant (float64 []) as one fused term (kernel "energy" is -r), or None."""
+    if not applicable(x):
+        return None
+    n, dim = x.shape
+    kid, p = _cached(kernel_params_cached, "energy", (1.0,), dim, None)
+    terms = Terms()
+    terms.add(SET_X, SET_X, kid, p, 1.0 if a is not None else 1.0 / (n * n))
+    terms.constant = constant
+    return terms.run(x, None, a)
+
+
+def pairwise_value(x: Tensor, y: Optional[Tensor], wx: Optional[Tensor], wy: Optional[Tensor], kernel_id: int,
+                   params: Sequence[float], exclude_diagonal: bool) -> Optional[Tensor]:
+    """pairwise_sum's S (float64 []) as one fused term (its gradients from the forward's pass), or None."""
+    if not applicable(x):
+        return None
+    terms = Terms()
+    if y is None:
+        terms.add(SET_X, SET_X, kernel_id, list(params), 1.0, exclude_diagonal)
+        return terms.run(x, None, wx)
+    terms.add(SET_X, SET_Y, kernel_id, list(params), 1.0)
+    return terms.run(x, y, wx, wy)
