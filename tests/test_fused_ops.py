@@ -228,7 +228,7 @@ def test_pair_terms_rejects_bad_descriptors():
 
 
 # ---- the triangle schedule of self pairs with gradient (Mode::kValueGradTriangle) --------------------------
-MODE_VALUE_GRAD_TRIANGLE = 4
+MODE_VALUE_GRAD_TRIANGLE = _ext.MODE_VALUE_GRAD_TRIANGLE
 TRIANGLE_KERNELS = [("gaussian", [1.3]), ("imq", [0.2, 1.0, 20.0]), ("laplacian", [0.4, 3.0]), ("energy", []),
                     ("cramer_wold_approx", [0.3, 1.0 / 7.0])]
 

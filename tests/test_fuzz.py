@@ -9,10 +9,9 @@
 - Invalid weights give a ValueError that names the argument.
 
 Examples are derandomized (the same cases on every run) so that the default suite cannot flake.
-The float32-range defects of the C++ engine (issue 10 item 4: squared distances overflow float32 for
-|x| >= ~1e19, giving NaN) are excluded from the main property, exactly those cases
-(``_in_engine_float32_range``), and exercised by ``test_fuzz_engine_float32_range``, an xfail
-(strict=False) until that fix is merged; then remove its mark and the exclusion.
+Float32/bfloat16 data whose squared distances overflow float32 (|x| >= ~1e19: issue 10 item 4, now
+handled by the engine's power-of-two frame, docs/engine.md) are rare among the main property's
+cases, so ``test_fuzz_engine_float32_range`` draws them on purpose.
 """
 
 from __future__ import annotations
@@ -126,10 +125,10 @@ def _check_finite(name, x, w):
 
 
 def _in_engine_float32_range(name, x) -> bool:
-    """The cases of issue 10 item 4, excluded from the main property: an engine-backed loss on
+    """The cases of issue 10 item 4: an engine-backed loss on
     float32/bfloat16 data whose squared distances (or squared norms, on the engine's dot-product path)
-    can overflow float32: 4 max_i |x_i|^2 >= float32's max, i.e. max |x_i| >= ~9.2e18. The energy
-    kernel then gives -inf - (-inf) = NaN in every D, the others NaN for D >= 9."""
+    can overflow float32: 4 max_i |x_i|^2 >= float32's max, i.e. max |x_i| >= ~9.2e18 (before the
+    engine's frame the energy kernel gave -inf - (-inf) = NaN there in every D, the others NaN for D >= 9)."""
     if not LOSSES[name][1] or x.dtype not in (torch.float32, torch.bfloat16):
         return False
     return 4.0 * float((x.double() ** 2).sum(-1).max()) >= torch.finfo(torch.float32).max
@@ -149,17 +148,13 @@ def test_fuzz_finite_input_gives_finite_value_and_gradient(name):
     @given(cases(LOSSES[name][2]))
     def prop(case):
         x, w, _ = case
-        assume(not _in_engine_float32_range(name, x))
         _check_finite(name, x, w)
 
     prop()
 
 
-@pytest.mark.xfail(strict=False, reason="issue 10 item 4, engine range: float32 squared distances overflow "
-                                        "for |x| >= ~1e19 (C++ fix on another branch)")
 @pytest.mark.parametrize("name", sorted(n for n, (_, engine, _) in LOSSES.items() if engine))
 def test_fuzz_engine_float32_range(name):
-    # No shrinking while it is expected to fail (shrinking a failure costs minutes).
     @settings(_SMALL, phases=[Phase.explicit, Phase.generate])
     @given(cases(LOSSES[name][2], scales=(19, 30), dtypes=[torch.float32, torch.bfloat16]))
     def prop(case):

@@ -99,7 +99,7 @@ def test_sigint_stops_engine_calls():
     # Each call takes seconds on 2 cores; the signal comes 0.5 s in. pairwise_sum forward (n = 49152,
     # D = 64), pdist forward + backward (n = 8192, D = 1024: 33.5 M distances), and a Python handler
     # that does not raise: the call then runs to the end (again) and gives the exact result.
-    value, pdist, handler = run_and_interrupt(["value:49152:64", "pdist:8192:1024", "handler:16384:64"], delay=0.5)
+    value, pdist, handler = run_and_interrupt(["value:49152:64", "pdist:8192:1024", "handler:49152:64"], delay=0.5)
     check_stopped(value, "pairwise_sum")
     check_stopped(pdist, "pdist forward + backward")
     lines, latency = handler

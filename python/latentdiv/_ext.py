@@ -31,6 +31,7 @@ MODE_GRAD = 1
 MODE_VALUE_GRAD = 2  # CPU schedule only (common.h)
 MODE_TOTAL = 3  # CPU schedule only
 MODE_HESS_VEC = 4  # second-order gradients (common.h)
+MODE_VALUE_GRAD_TRIANGLE = 5  # CPU schedule only: VALUE_GRAD of self pairs over j >= i
 _ISA_CODES = {"auto": -1, "baseline": 0, "avx2": 1, "avx512": 2}
 _BACKENDS = ("auto", "compiled", "reference")
 

@@ -294,8 +294,11 @@ def _differentiable_grads(x, y, wx, wy, terms, params, coefs, need):
 # building the terms of the catalog's losses (parameters cached per key)
 # ---------------------------------------------------------------------------------------------------
 def applicable(x: Tensor) -> bool:
-    """Whether the fused path serves x: the compiled engine on the CPU."""
-    return x.device.type == "cpu" and _ext.use_compiled(x.device) and _ext._C is not None
+    """Whether the fused path serves x: the compiled engine on the CPU, outside torch.func transforms
+    (grad, vmap, jacrev, ...: the general path's ops carry the batching and forward-mode rules those
+    need; this module's autograd.Functions do not)."""
+    return (x.device.type == "cpu" and _ext.use_compiled(x.device) and _ext._C is not None
+            and not torch._C._are_functorch_transforms_active())
 
 
 @functools.lru_cache(maxsize=256)
@@ -493,7 +496,9 @@ def expected_distance_to_normal(z: Tensor, dim: int) -> Optional[Tensor]:
     which cannot trace the raw engine call; the numpy-series path is opaque to it as a custom op)."""
     if not applicable(z) or torch.compiler.is_compiling():
         return None
-    return _ExpectedDistanceToNormal.apply(z.contiguous(), int(dim))
+    # In float64 whatever z's dtype: the closed form reads |z|^2, which overflows float32 for |z| >~ 1e19
+    # where the answer (~|z|) is still representable; the pass is O(n D), the cast costs nothing here.
+    return _ExpectedDistanceToNormal.apply(z.to(torch.float64).contiguous(), int(dim))
 
 
 def energy_pair_value(x: Tensor, a: Optional[Tensor], constant: float) -> Optional[Tensor]:

@@ -8,6 +8,7 @@ Adding a kernel = one functor in ``csrc/include/latentdiv/kernels.h`` (+ its lin
 from __future__ import annotations
 
 import math
+import sys
 import numbers
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple
@@ -152,11 +153,12 @@ def _cw_exact_params(bandwidth, dim, options):
     try:
         params = special.cw_phi_params(d, 1.0 / (4.0 * gamma))
     except ValueError:
-        # cw_phi_params keeps a / s_scale = 4 a gamma a normal float32 number (a: its fit constant for
+        # cw_phi_params keeps a / s_scale = 4 a gamma a normal float64 number (a: its fit constant for
         # this D): say so in terms of gamma, the user's argument.
         a = special._cw_phi_fit_const(float(d))[1]
-        raise ValueError(f"gamma={gamma!r} is outside the range the exact Cramer-Wold kernel supports in "
-                         f"D = {d}: {1e-30 / (4.0 * a):.3g} <= gamma <= {1e30 / (4.0 * a):.3g}") from None
+        lo, hi = sys.float_info.min / (4.0 * a), sys.float_info.max / (4.0 * a)
+        raise ValueError(f"gamma={gamma!r} is out of the usable range of the exact Cramer-Wold kernel in "
+                         f"D = {d}: {lo:.3g} <= gamma <= {hi:.3g}") from None
     return tuple(float(v) for v in params)
 
 
