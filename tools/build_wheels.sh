@@ -103,7 +103,8 @@ if [ "$use_ccache" = 1 ]; then
   # CMake reads the launchers from the environment. The sources sit at one path for every Python
   # ($work/src) and CCACHE_BASEDIR makes the paths relative, so the second Python hits the cache.
   export CMAKE_CXX_COMPILER_LAUNCHER=ccache CMAKE_CUDA_COMPILER_LAUNCHER=ccache
-  export CCACHE_DIR="$work/ccache" CCACHE_BASEDIR="$work" CCACHE_NOHASHDIR=1
+  # A preset CCACHE_DIR is kept (and reused) across runs; paths inside $work are relative, so it hits.
+  export CCACHE_DIR="${CCACHE_DIR:-$work/ccache}" CCACHE_BASEDIR="$work" CCACHE_NOHASHDIR=1
   log "ccache: $(ccache --version | head -1)"
 fi
 
