@@ -29,7 +29,7 @@ requires_compiled = pytest.mark.skipif(not _ext.compiled_available(), reason="la
 
 
 def assert_float32_rule(ours32: torch.Tensor, torch32: torch.Tensor, exact64: torch.Tensor, what: str, eps: float = 1e-6):
-    """DESIGN.md section 4: error(ours) <= 2 x error(plain torch, same dtype) + a small epsilon
+    """docs/formulas.md section 10: error(ours) <= 2 x error(plain torch, same dtype) + a small epsilon
     (relative to the size of the exact value)."""
     exact = exact64.double()
     scale = exact.abs().max().clamp_min(1e-30)

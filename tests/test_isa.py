@@ -118,7 +118,7 @@ def test_float64_matches_reference_odd_sizes(isa, case):
 
 
 def _assert_float32_rule(ours, plain, exact, what, eps=1e-6):
-    """DESIGN.md section 4: error(ours) <= 2 x error(plain float32 torch) + eps * |exact|."""
+    """docs/formulas.md section 10: error(ours) <= 2 x error(plain float32 torch) + eps * |exact|."""
     exact = exact.double()
     scale = exact.abs().max().clamp_min(1e-30)
     err_ours = (ours.double() - exact).abs().max()

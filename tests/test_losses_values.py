@@ -387,7 +387,7 @@ def test_sliced_wasserstein_projections_mean_over_slices():
 
 
 def test_sliced_wasserstein_to_normal_not_midpoint_shortcut():
-    """The exact form's null mean (n = 50): E W2^2 = 0.0588, the midpoint shortcut's 0.0525 (formulas.md s. 4)."""
+    """The exact form's null mean (n = 50): E W2^2 = 0.0588, the midpoint shortcut's 0.0525 (docs/formulas.md s. 4)."""
     g = torch.Generator().manual_seed(0)
     vals = [float(F.sliced_wasserstein(torch.randn(50, 1, dtype=D64, generator=g), projections=torch.ones(1, 1, dtype=D64)))
             for _ in range(2000)]

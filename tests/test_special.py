@@ -2,7 +2,7 @@
 
 The module is loaded by file path so these tests do not depend on the rest of the package (its
 __init__ may import a compiled extension that is not built). Run:
-    cd /work/main && PYTHONPATH=python /work/venv/bin/python -m pytest tests/test_special.py -q
+    PYTHONPATH=python python -m pytest tests/test_special.py -q
 """
 
 from __future__ import annotations

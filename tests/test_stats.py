@@ -27,7 +27,7 @@ DATA = os.path.join(os.path.dirname(__file__), "data")
 # agreement with published definitions
 # ---------------------------------------------------------------------------------------------------
 def _numpy_mvnorm_e(x: np.ndarray) -> float:
-    """formulas.md 7c, transcribed independently: R's mvnorm.e (symmetric whitening with var(x), n - 1)."""
+    """docs/formulas.md 7c, transcribed independently: R's mvnorm.e (symmetric whitening with var(x), n - 1)."""
     n, d = x.shape
     xc = x - x.mean(axis=0)
     s = np.cov(x, rowvar=False, ddof=1).reshape(d, d)
@@ -64,7 +64,7 @@ def test_energy_standard_target_matches_numpy():
 
 
 def _pingouin_hz(x: np.ndarray):
-    """formulas.md 7b: pingouin.multivariate_normality, transcribed."""
+    """docs/formulas.md 7b: pingouin.multivariate_normality, transcribed."""
     n, p = x.shape
     s = np.cov(x, rowvar=False, bias=True)
     s_inv = np.linalg.pinv(s)

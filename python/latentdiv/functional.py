@@ -12,13 +12,13 @@ float16/bfloat16 are computed in float32 and the result is returned in the input
 assembly of the terms (closed forms, sorted projections, CDF values) is done in float64 where a
 difference of O(1) terms would otherwise lose the small result.
 
-Conventions, with their sources (formulas.md = the project's verified-formulas note):
+Conventions, with their sources (docs/formulas.md = the project's verified-formulas note):
 
 =========================  =================================================================
 ``kl_normal``              Kingma & Welling (2014) App. B; pytorch/examples ``vae/main.py``
-``mmd`` preset ``"wae"``   tolstikhin/wae ``wae.py`` ``mmd_penalty`` (formulas.md section 2)
+``mmd`` preset ``"wae"``   tolstikhin/wae ``wae.py`` ``mmd_penalty`` (docs/formulas.md section 2)
 ``mmd`` preset ``"infovae"`` ShengjiaZhao/MMD-Variational-Autoencoder ``mmd_vae.py`` (section 3)
-``mmd_to_normal``          closed form of formulas.md section 7d
+``mmd_to_normal``          closed form of docs/formulas.md section 7d
 ``cramer_wold``            Knop et al., JMLR 21 (2020); gmum/cwae-pytorch ``src/metrics/cw.py`` (s. 5)
 ``energy_distance``        Szekely & Rizzo; energy ``Emvnorm.R`` closed forms (sections 7c, 8)
 ``sliced_wasserstein``     Kolouri et al. ICLR 2019; exact quantile-bin form (section 4)
@@ -127,7 +127,7 @@ def _sq_norms(x: torch.Tensor) -> torch.Tensor:  # [n, D] -> [n] float64
 
 
 def _safe_sqrt(r2: torch.Tensor) -> torch.Tensor:
-    """sqrt with value 0 and gradient 0 at 0 (DESIGN.md section 4), never NaN."""
+    """sqrt with value 0 and gradient 0 at 0 (docs/formulas.md section 10), never NaN."""
     pos = r2 > 0
     return torch.where(pos, torch.sqrt(torch.where(pos, r2, torch.ones_like(r2))), torch.zeros_like(r2))
 
@@ -396,10 +396,10 @@ def mmd(
     - ``"wae"``: IMQ with :math:`C = 2 D \sigma^2 s`, :math:`\sigma^2 = 1` (the prior N(0, I)),
       summed over :data:`WAE_SCALES` = {0.1, 0.2, 0.5, 1, 2, 5, 10}; within-sample terms unbiased
       (i != j over n(n-1)), cross term over all n m pairs. Source: tolstikhin/wae ``wae.py``
-      ``mmd_penalty`` (formulas.md section 2), also cwae-pytorch's WAE baseline.
+      ``mmd_penalty`` (docs/formulas.md section 2), also cwae-pytorch's WAE baseline.
     - ``"infovae"``: :math:`k = e^{-r^2/D^2}` (gaussian with :math:`2h^2 = D^2`), biased
       V-statistic. Source: ShengjiaZhao/MMD-Variational-Autoencoder ``mmd_vae.py``
-      ``compute_kernel`` (formulas.md section 3; other ports use other bandwidths).
+      ``compute_kernel`` (docs/formulas.md section 3; other ports use other bandwidths).
 
     Weights: :math:`\sum_{ij} a_i a_j k(x_i,x_j) + \sum b_i b_j k(y_i,y_j) - 2\sum a_i b_j k(x_i,y_j)`
     with a, b normalised to sum 1; the unbiased within-sample term is
@@ -471,7 +471,7 @@ def mmd_to_normal(
             + \Big(\frac{h^2}{2+h^2}\Big)^{D/2}
 
     using :math:`E_Y k_h(z, Y) = (h^2/(1+h^2))^{D/2} e^{-\lVert z\rVert^2/(2(1+h^2))}` and
-    :math:`E k_h(Y, Y') = (h^2/(2+h^2))^{D/2}` (formulas.md section 7d, DESIGN.md section 3).
+    :math:`E k_h(Y, Y') = (h^2/(2+h^2))^{D/2}` (docs/formulas.md section 7d).
     ``estimator="unbiased"`` (default; an unbiased estimate of MMD^2, may be slightly negative)
     uses i != j; ``"biased"`` the V-statistic with :math:`1/n^2` (differs by a constant:
     :math:`k(z, z) = 1`). Weights as in :func:`mmd`. ``bandwidth=None`` (default): h = sqrt(2D)
@@ -549,7 +549,7 @@ def cramer_wold(
             - \frac{2}{nm}\sum_{ij}\varphi_D(\cdot_{x_iy_j})\Big],\quad \cdot_{uv} = \tfrac{\lVert u-v\rVert^2}{4\gamma}.
 
     Source: Knop et al., JMLR 21 (2020) (Theorems 1 and 3 in EszKnop/cw-torch's numbering);
-    formulas.md section 5. The paper states the two-sample form for n = m; with 1/n^2, 1/m^2, 1/(nm)
+    docs/formulas.md section 5. The paper states the two-sample form for n = m; with 1/n^2, 1/m^2, 1/(nm)
     (or normalised weights a, b: :math:`\sum a a\varphi + \sum b b\varphi - 2\sum a b\varphi`) it
     is exactly the same integral for any n, m. Diagonals included (V-statistic), so the value is
     >= 0 with the exact phi.
@@ -652,7 +652,7 @@ def energy_distance(
         \mathrm{ED}(X, Y) = \frac{2}{nm}\sum_{ij}\lVert x_i - y_j\rVert
             - \frac{1}{n^2}\sum_{ij}\lVert x_i - x_j\rVert - \frac{1}{m^2}\sum_{ij}\lVert y_i - y_j\rVert .
 
-    With y = None the target is N(0, I_D) in closed form (formulas.md sections 7c, 8):
+    With y = None the target is N(0, I_D) in closed form (docs/formulas.md sections 7c, 8):
     :math:`E\lVert z - Y\rVert = \sqrt2\,c_D\,{}_1F_1(-\frac12; \frac D2; -\frac{\lVert z\rVert^2}{2})`,
     :math:`E\lVert Y - Y'\rVert = 2 c_D`, :math:`c_D = \Gamma(\frac{D+1}{2})/\Gamma(\frac D2)`
     (:func:`latentdiv.special.expected_distance_to_normal`, ``expected_pair_distance_normal``).
@@ -753,7 +753,7 @@ def sliced_wasserstein(
     .. math::
         W_2^2 = 1 + \frac1n\sum_i y_{(i)}^2 - 2\sum_i y_{(i)}\big[\varphi(q_{i-1}) - \varphi(q_i)\big]
 
-    (formulas.md section 4; not the biased midpoint shortcut :math:`\Phi^{-1}((i-\frac12)/n)`).
+    (docs/formulas.md section 4; not the biased midpoint shortcut :math:`\Phi^{-1}((i-\frac12)/n)`).
 
     Directions: ``projections`` (L, D) if given (rows are normalised), else ``n_projections``
     draws with ``generator`` (on x's device; None: the global RNG), shared by every batch element.
@@ -861,7 +861,7 @@ _CVM_DOC = r"""
     everywhere (through the sort), with the CDF derivative evaluated in log space, so it is finite
     for large D; gradients vanish for far outliers (the CDF saturates). Source: Duda, "Gaussian
     AutoEncoder", arXiv 1811.04751 v2/v3 (EDF vs CDF regularizers; his exact loss is unverified, this
-    is its Cramer-von Mises form; formulas.md section 6, DESIGN.md section 3).
+    is its Cramer-von Mises form; docs/formulas.md section 6).
 """
 
 

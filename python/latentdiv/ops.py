@@ -5,7 +5,7 @@ implementation for shape propagation, and an autograd formula that calls other o
 no n x n tensor exists in the forward or the backward. Inputs reaching these ops are already
 validated by the public layer (``pairwise.py``): contiguous, same device, float32 or float64.
 
-Gradients (notation of DESIGN.md section 2; VALUE = row sums, GRAD = sum_j w_j 2 f'(r2_ij)(x_i - y_j)):
+Gradients (notation of docs/formulas.md section 11; VALUE = row sums, GRAD = sum_j w_j 2 f'(r2_ij)(x_i - y_j)):
   S = sum_ij wx_i wy_j f(r2_ij)
   dS/dx_i = wx_i GRAD(x, y, wy)_i          dS/dy_j = wy_j GRAD(y, x, wx)_j
   dS/dwx_i = VALUE(x, y, wy)_i             dS/dwy_j = VALUE(y, x, wx)_j

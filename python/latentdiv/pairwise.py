@@ -1,7 +1,7 @@
 """The public primitives over pairs of points: :func:`pairwise_sum` and :func:`pdist`.
 
 Both route to the compiled engine (custom ops in ``ops.py``) when it is available for the device and
-to ``reference.py`` otherwise; the results agree to the tolerances of DESIGN.md section 4.
+to ``reference.py`` otherwise; the results agree to the tolerances of docs/formulas.md section 10.
 """
 
 from __future__ import annotations

@@ -14,8 +14,8 @@ Two layers:
   per-sample scalars; accuracy matters more than the device round trip). The ops are opaque to the
   compiler (``register_fake``) and carry their own autograd (``register_autograd``), so fullgraph works.
 
-Sources: ``/work/shared/reference/formulas.md`` section 5 (CWAE, phi_D), 7c (energy test closed forms),
-9 (1F1 evaluation); ``/work/shared/DESIGN.md`` section 3.
+Sources: docs/formulas.md sections 5 (CWAE, phi_D), 7c (energy test closed forms), 8 (energy
+distance) and 9 (1F1 evaluation).
 
 This module imports only torch, numpy, scipy, math and functools.
 """
@@ -55,7 +55,7 @@ __all__ = [
 
 
 def _kummer_series(c: float, b: float, z: np.ndarray) -> np.ndarray:
-    """e^{-z} 1F1(c; b; z) for c >= 0, b > 0, z >= 0 by the positive series (formulas.md section 9).
+    """e^{-z} 1F1(c; b; z) for c >= 0, b > 0, z >= 0 by the positive series (docs/formulas.md section 9).
 
     Terms t_{k+1} = t_k (c+k)/(b+k) z/(k+1) are all positive (no cancellation); the running sum is
     renormalised by 2^-600 when it grows so e^{z}-sized sums do not overflow. Relative error
@@ -113,7 +113,7 @@ def hyp1f1_negarg(a: float, b: float, z) -> np.ndarray:
     Moderate z: Kummer's transform :math:`M(a;b;-z) = e^{-z} M(b-a; b; z)` (positive series);
     z >= 2b + 60: the large-argument expansion. Negative z is treated as 0; NaN propagates; z = inf
     gives the limit (0 for a > 0, inf for a < 0). Relative accuracy ~1e-13 (D <= 1024) in float64.
-    Source: formulas.md sections 5, 7c, 9.
+    Source: docs/formulas.md sections 5, 7c, 9.
     """
     if not (b > 0.0 and b - a >= 0.0):
         raise ValueError(f"hyp1f1_negarg needs b > 0 and b >= a, got a={a}, b={b}")
@@ -142,13 +142,13 @@ def phi_cw_exact(D: float, s) -> np.ndarray:
 
     :math:`\varphi_1(s) = e^{-s}`, :math:`\varphi_2(s) = e^{-s/2} I_0(s/2)`,
     :math:`\varphi_3(s) = \sqrt{\pi/(4s)}\,\mathrm{erf}(\sqrt s)`; large s:
-    :math:`\Gamma(D/2)/\Gamma((D-1)/2)\, s^{-1/2}`. Source: formulas.md section 5 ("Exact phi_D").
+    :math:`\Gamma(D/2)/\Gamma((D-1)/2)\, s^{-1/2}`. Source: docs/formulas.md section 5 ("Exact phi_D").
     """
     return hyp1f1_negarg(0.5, D / 2.0, s)
 
 
 def dphi_cw_exact(D: float, s) -> np.ndarray:
-    r""":math:`\varphi_D'(s) = -\tfrac1D\, {}_1F_1(\tfrac32; \tfrac D2 + 1; -s)` in float64 (formulas.md section 5)."""
+    r""":math:`\varphi_D'(s) = -\tfrac1D\, {}_1F_1(\tfrac32; \tfrac D2 + 1; -s)` in float64 (docs/formulas.md section 5)."""
     return -hyp1f1_negarg(1.5, D / 2.0 + 1.0, s) / D
 
 
@@ -220,7 +220,7 @@ def cw_phi_params(D: float, s_scale: float = 1.0) -> tuple[float, ...]:
 
     The kernel computes :math:`f(r^2) = \varphi_D(c\, r^2)` and :math:`f'(r^2) = c\,\varphi_D'(c\, r^2)`
     with c = ``s_scale`` (CWAE pair terms: :math:`c = 1/(4\gamma)`; cross term to N(0, I):
-    :math:`c = 1/(2 + 4\gamma)`), :math:`\varphi_D(s) = {}_1F_1(1/2; D/2; -s)` (formulas.md section 5).
+    :math:`c = 1/(2 + 4\gamma)`), :math:`\varphi_D(s) = {}_1F_1(1/2; D/2; -s)` (docs/formulas.md section 5).
 
     Layout (``6 + N <= 64`` doubles): ``[s_scale, kind, D, a, a / s_scale, N, c_0, ..., c_{N-1}]``,
     kind 0 = exp(-s) (D = 1, N = 0), kind 1 = :math:`\sqrt{w}\sum_k c_k T_k(1 - 2w)`, w = a/(s+a),
@@ -471,7 +471,7 @@ def phi_cw(s: torch.Tensor, dim: int) -> torch.Tensor:
 
     .. math:: \varphi_D'(s) = -\tfrac1D\,{}_1F_1(\tfrac32; \tfrac D2+1; -s)
 
-    Source: formulas.md section 5 (CWAE; Kummer-transformed positive series, large-s expansion).
+    Source: docs/formulas.md section 5 (CWAE; Kummer-transformed positive series, large-s expansion).
     Used for the O(n) cross term :math:`\sum_i \varphi_D(\|x_i\|^2/(2+4\gamma))` of
     :math:`d_{cw}^2(X, N(0,I))`. Accuracy ~1e-13 relative in float64 (the O(n^2) engine uses the
     fitted form of :func:`cw_phi_params`, ~1e-9). s < 0 is clamped to 0 (gradient 0 there).
@@ -496,7 +496,7 @@ def _gamma_ratio_half_const(D: float) -> float:
 def expected_pair_distance_normal(dim: int) -> float:
     r""":math:`E\|Y - Y'\| = 2 c_D = 2\,\Gamma(\tfrac{D+1}{2})/\Gamma(\tfrac D2)`, Y, Y' ~ N(0, I_D) iid.
 
-    Source: formulas.md section 7c (Szekely-Rizzo, E||Y - Y'|| = 2c). Computed with
+    Source: docs/formulas.md section 7c (Szekely-Rizzo, E||Y - Y'|| = 2c). Computed with
     scipy.special.poch (relative error ~1e-13 up to D ~ 1e7, no lgamma cancellation).
     """
     return 2.0 * gamma_ratio_half(dim)
@@ -511,7 +511,7 @@ def expected_distance_to_normal(sq_norm: torch.Tensor, dim: int) -> torch.Tensor
 
     :math:`c_D = \Gamma(\frac{D+1}{2})/\Gamma(\frac D2)`, so :math:`\nabla_z = \frac{\sqrt2 c_D}{D}
     {}_1F_1(\frac12; \frac D2+1; -\frac{\|z\|^2}{2})\, z` (smooth, also at z = 0). Large x:
-    :math:`\to \sqrt{x}`. Source: formulas.md section 7c (and DESIGN.md section 3, energy distance);
+    :math:`\to \sqrt{x}`. Source: docs/formulas.md section 7c (and section 8, energy distance);
     evaluated via :math:`e^{-x/2}\,{}_1F_1(\frac{D+1}{2}; \frac D2; \frac x2)` (positive terms).
     sq_norm < 0 (rounding) is clamped to 0.
 
@@ -543,7 +543,7 @@ def log_chi_pdf(r: torch.Tensor, dim: int) -> torch.Tensor:
 
     .. math:: \log p_D(r) = (D-1)\log r - \tfrac{r^2}{2} - (\tfrac D2 - 1)\log 2 - \log\Gamma(\tfrac D2),\quad r > 0.
 
-    Source: DESIGN.md section 3 (EDF vs CDF: radii have CDF P(D/2, r^2/2); "compute CDFs and pdfs in
+    Source: docs/formulas.md section 6 (EDF vs CDF: radii have CDF P(D/2, r^2/2); "compute CDFs and pdfs in
     log space"). r < 0: -inf; r = 0: -inf for D >= 2, log sqrt(2/pi) for D = 1. Gradient
     (D-1)/r - r; 0 where the value is -inf (never NaN).
 
@@ -558,7 +558,7 @@ def chi_cdf(r: torch.Tensor, dim: int) -> torch.Tensor:
     incomplete gamma), differentiable w.r.t. r with :math:`F_D'(r) = \exp(\log p_D(r))`
     (:func:`log_chi_pdf`; 0 at r = 0 for D >= 2, sqrt(2/pi) for D = 1, 0 for r < 0).
 
-    Source: DESIGN.md section 3 (EDF vs CDF on radii; pairwise distances: use chi_cdf(d / sqrt 2)).
+    Source: docs/formulas.md section 6 (EDF vs CDF on radii; pairwise distances: use chi_cdf(d / sqrt 2)).
     Values from scipy.special.gammainc in float64 (~1e-13 relative; torch.special.gammainc is ~1e-9
     at D >= 64). r < 0 gives 0. Use :func:`chi_sf` for upper tails (p-values).
 

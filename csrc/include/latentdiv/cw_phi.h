@@ -3,7 +3,7 @@
 //
 // Why a fitted form: 1F1 needs series with data-dependent trip counts, which is the wrong shape for a
 // per-pair functor. The paper's closed approximation (1 + 4s/(2D-3))^{-1/2} is off by 2.9% at D = 8
-// and biases d_cw^2 several-fold (formulas.md section 5). Instead Python fits, once per D,
+// and biases d_cw^2 several-fold (docs/formulas.md section 5). Instead Python fits, once per D,
 //
 //   phi_D(s) = sqrt(w) * g(t),   w = a / (s + a) in (0, 1],   t = 1 - 2 w in [-1, 1),
 //   g(t) = sum_{k<N} c_k T_k(t)                                  (Chebyshev series)

@@ -1,6 +1,6 @@
 """The tests: Mardia, Henze-Zirkler, energy (Szekely-Rizzo) and EDF tests (Cramer-von Mises,
 Kolmogorov-Smirnov, Anderson-Darling) on radii, pairwise distances, random 1-D projections and
-coordinates. Formulas: DESIGN.md section 3, formulas.md section 7; docs/stats.md for the choices.
+coordinates. Formulas: docs/formulas.md section 7; docs/stats.md for the choices.
 """
 
 from __future__ import annotations
@@ -150,7 +150,7 @@ def _resolve_beta(beta: BetaArg, n: int, d: int) -> float:
 def _hz_stat(y: torch.Tensor, beta: float) -> float:  # y: [n, D] prepared
     r"""n * MMD^2 (V-statistic) of y against N(0, I) with the Gaussian kernel exp(-beta^2 r^2/2):
     HZ = n^{-1} sum_ij e^{-beta^2 r_ij^2/2} - 2 (1+beta^2)^{-D/2} sum_j e^{-beta^2 |y_j|^2/(2(1+beta^2))}
-         + n (1+2 beta^2)^{-D/2}   (formulas.md 7b; the pair sum runs on the fused engine, h = 1/beta)."""
+         + n (1+2 beta^2)^{-D/2}   (docs/formulas.md 7b; the pair sum runs on the fused engine, h = 1/beta)."""
     n, d = y.shape
     b2 = beta * beta
     pair = float(pairwise_sum(y, kernel="gaussian", bandwidth=1.0 / beta))
@@ -161,7 +161,7 @@ def _hz_stat(y: torch.Tensor, beta: float) -> float:  # y: [n, D] prepared
 
 
 def _hz_lognormal_pvalue(hz: float, beta: float, d: int) -> float:
-    """pingouin's / Henze-Zirkler's lognormal approximation (formulas.md 7b)."""
+    """pingouin's / Henze-Zirkler's lognormal approximation (docs/formulas.md 7b)."""
     b2 = beta * beta
     a = 1.0 + 2.0 * b2
     w = (1.0 + b2) * (1.0 + 3.0 * b2)
@@ -177,7 +177,7 @@ def _hz_lognormal_pvalue(hz: float, beta: float, d: int) -> float:
 def henze_zirkler(z, *, beta: BetaArg = None, target: str = "standard", null: str = "auto",
                   n_resamples: int = 1000, generator: C.Generator = 0, progress=False) -> NormalityTestResult:
     r"""Henze-Zirkler (BHEP_beta) test: n x the Gaussian-kernel MMD^2 between the sample and N(0, I)
-    with kernel width h = 1/beta (formulas.md 7b).
+    with kernel width h = 1/beta (docs/formulas.md 7b).
 
     beta: None = latentdiv's default HZ_BETA_SCALE / sqrt(D) (useful in any D); "classical" = Henze &
     Zirkler's (1/sqrt 2)((2D+1)/4)^{1/(D+4)} n^{1/(D+4)} (pingouin / R MVN; degenerate, HZ ~ 1 for every
