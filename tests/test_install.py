@@ -62,7 +62,8 @@ PROBE = textwrap.dedent(r"""
     team = torch.get_num_threads() + 4
     out["team"], out["default_threads"] = team, torch.get_num_threads()
     torch.set_num_threads(team)
-    x = torch.randn(300, 5, dtype=torch.float64)
+    # Large enough that the engine uses the whole team (small calls take fewer threads, _fused_ops.thread_count).
+    x = torch.randn(3000, 5, dtype=torch.float64)
     before = threads()
     latentdiv.pairwise_sum(x, kernel="gaussian", bandwidth=2.0)
     out["engine_started"] = threads() - before
