@@ -46,18 +46,24 @@ def check_weights(w, name: str, points: torch.Tensor, points_name: str) -> Optio
     """None, or a 1-D floating tensor with one weight per row of ``points``, on its device."""
     if w is None:
         return None
+    _check_weight_tensor(w, name, points, points_name, f"({points_name}.shape[0],)", [tuple(points.shape[:-1])])
+    return w
+
+
+def _check_weight_tensor(w: Any, name: str, points: torch.Tensor, points_name: str, type_shape: str,
+                         allowed: list) -> None:
+    """The checks every weight argument shares: a floating tensor of one of the ``allowed`` shapes
+    (``type_shape`` names them in the TypeError) on ``points``' device."""
     if not isinstance(w, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor of shape ({points_name}.shape[0],) or None, "
-                        f"got {type(w).__name__}")
+        raise TypeError(f"{name} must be a torch.Tensor of shape {type_shape} or None, got {type(w).__name__}")
     if not w.is_floating_point():
         raise TypeError(f"{name} must have a floating dtype, got {w.dtype}")
-    expected = points.shape[:-1]
-    if w.shape != expected:
-        raise ValueError(f"{name} must have shape {tuple(expected)} (one weight per row of {points_name}), "
+    if tuple(w.shape) not in allowed:
+        want = " or ".join(str(s) for s in sorted(set(allowed), key=len))
+        raise ValueError(f"{name} must have shape {want} (one weight per row of {points_name}), "
                          f"got {tuple(w.shape)}")
     if w.device != points.device:
         raise ValueError(f"{name} must be on {points_name}'s device {points.device}, got {w.device}")
-    return w
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -129,18 +135,8 @@ def check_relative_weights(w: Any, name: str, points: torch.Tensor, points_name:
     one point it has no pairs, as an unweighted sample of one row)."""
     if w is None:
         return None
-    if not isinstance(w, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor of shape ({points_name}.shape[-2],) or None, "
-                        f"got {type(w).__name__}")
-    if not w.is_floating_point():
-        raise TypeError(f"{name} must have a floating dtype, got {w.dtype}")
-    allowed = {tuple(points.shape[:-1]), (points.shape[-2],)}
-    if tuple(w.shape) not in allowed:
-        want = " or ".join(str(s) for s in sorted(allowed, key=len))
-        raise ValueError(f"{name} must have shape {want} (one weight per row of {points_name}), "
-                         f"got {tuple(w.shape)}")
-    if w.device != points.device:
-        raise ValueError(f"{name} must be on {points_name}'s device {points.device}, got {w.device}")
+    _check_weight_tensor(w, name, points, points_name, f"({points_name}.shape[-2],)",
+                         [tuple(points.shape[:-1]), (points.shape[-2],)])
     if _data_checks_possible(w):
         v = w.detach()
         if not bool(torch.isfinite(v).all()):
