@@ -85,10 +85,37 @@ int pair_terms(int isa, int dtype, std::int64_t d, int num_threads,
   });
 }
 
+// Whether every element of a contiguous float32/float64 CPU buffer is finite: the losses' non-finite
+// policy (python/latentdiv/_validation.py, nan_if_nonfinite) asks this of each input in eager CPU
+// calls, where a host answer is free and four small torch ops (isfinite, all, where, mul) were a
+// sixth of a loss's time at n = 128. A value is NaN or +-inf exactly when its exponent bits are all
+// ones; the integer OR-reduction vectorizes (a float reduction would not, without reassociation).
+template <class Bits>
+bool all_finite_impl(const void* data, std::size_t count, Bits exponent) {  // data: [count] IEEE values
+  const unsigned char* bytes = static_cast<const unsigned char*>(data);
+  Bits bad = 0;
+  for (std::size_t i = 0; i < count; ++i) {
+    Bits b;
+    std::memcpy(&b, bytes + i * sizeof(Bits), sizeof(Bits));
+    bad |= static_cast<Bits>((b & exponent) == exponent);
+  }
+  return bad == 0;
+}
+
+bool all_finite(std::uintptr_t data, std::int64_t count, int dtype) {  // data: [count] of dtype
+  if (count < 0) throw py::value_error("all_finite: count must be >= 0");
+  const std::size_t c = static_cast<std::size_t>(count);
+  const void* p = reinterpret_cast<const void*>(data);
+  if (dtype == static_cast<int>(DType::kFloat32)) return all_finite_impl<std::uint32_t>(p, c, 0x7f800000u);
+  if (dtype == static_cast<int>(DType::kFloat64)) return all_finite_impl<std::uint64_t>(p, c, 0x7ff0000000000000ull);
+  throw py::value_error("all_finite: dtype must be float32 or float64");
+}
+
 }  // namespace
 
 void register_pair_terms(py::module_& m) {
   m.def("pair_terms", &pair_terms, "several pair reductions of one loss and their gradients in one call (CPU)");
+  m.def("all_finite", &all_finite, "whether a contiguous float32/float64 CPU buffer holds only finite values");
 }
 
 }  // namespace latentdiv

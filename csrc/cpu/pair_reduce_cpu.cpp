@@ -606,6 +606,13 @@ void eval_tile(const KernelParams& p, const T* __restrict R, T* __restrict F, T*
     cw_exact_tile<T, count, Slope>(p, R, F, DF);
   } else if constexpr (!SumOverScales<K>::value) {
     eval_tile_generic<K>(p, R, F, DF, count);
+  } else if (p.n_params == 1) {
+    // One scale (the common case): the functor writes F and DF itself. Bit-identical to the loop
+    // below, whose F = 0 + f adds to the functor's own 0 + ... (never -0), without clearing the tile
+    // and reading it back.
+    const KernelParams q = p;
+#pragma omp simd
+    for (int e = 0; e < count; ++e) K::eval(q, R[e], F[e], DF[e]);
   } else {
     for (int e = 0; e < count; ++e) F[e] = DF[e] = T(0);
     for (int s = 0; s < p.n_params; ++s) {

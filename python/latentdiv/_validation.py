@@ -11,6 +11,8 @@ from typing import Any, Optional, Sequence
 
 import torch
 
+from . import _ext
+
 # Dtypes computed as they are; half types are computed in float32 and returned in their own dtype.
 _ENGINE_DTYPES = (torch.float32, torch.float64)
 _UPCAST_DTYPES = (torch.float16, torch.bfloat16)
@@ -177,11 +179,34 @@ def check_finite_rows(t: torch.Tensor, name: str, why: str) -> None:
         raise ValueError(f"{name} contains NaN or inf in {bad.numel()} row(s) (rows {first}{more}); {why}")
 
 
+def _host_checkable(value: torch.Tensor, inputs) -> bool:
+    """Whether the non-finite check may be answered on the host: eager CPU tensors of the engine's
+    dtypes, contiguous, with no compiler, torch.func transform or dispatch mode (fake tensors,
+    make_fx) tracing the call, where a host answer would be baked into a graph."""
+    if (_ext._C is None or not hasattr(_ext._C, "all_finite") or torch.compiler.is_compiling()
+            or torch._C._are_functorch_transforms_active() or torch._C._len_torch_dispatch_stack() != 0):
+        return False
+    for t in (value, *inputs):
+        if t is not None and (type(t) not in (torch.Tensor, torch.nn.Parameter) or t.device.type != "cpu"):
+            return False
+    return all(t is None or (t.dtype in _ENGINE_DTYPES and t.is_contiguous()) for t in inputs)
+
+
 def nan_if_nonfinite(value: torch.Tensor, *inputs: Optional[torch.Tensor]) -> torch.Tensor:
     """The non-finite policy of every loss: if any input holds NaN or inf, the result is NaN (as
     torch's own losses), never a plausible finite number, and so is every gradient (the NaN factor
-    multiplies the upstream gradient). No host synchronisation, traceable by torch.compile.
-    ``value``: [] or [...] (any shape); ``inputs``: tensors whose every element must be finite."""
+    multiplies the upstream gradient). ``value``: [] or [...] (any shape); ``inputs``: tensors whose
+    every element must be finite.
+
+    Eager CPU calls are answered on the host by the engine's ``all_finite`` (one pass over the
+    memory, no tensor op, and for finite inputs ``value`` itself is returned: no autograd node);
+    everything else (CUDA, torch.compile, torch.func) uses tensor ops: no host synchronisation,
+    traceable."""
+    if _host_checkable(value, inputs):
+        for t in inputs:
+            if t is not None and not _ext._C.all_finite(t.data_ptr(), t.numel(), _ext.dtype_code(t)):
+                return value * value.new_full((), math.nan)
+        return value
     ok = None
     for t in inputs:
         if t is None:

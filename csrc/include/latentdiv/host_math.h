@@ -40,11 +40,11 @@ inline std::uint64_t double_to_bits(double f) {
 }
 
 inline float exp(float x) {
-  const bool is_nan = x != x;
-  // Clamp into the range where the reduction below is valid; the true result is patched at the end.
-  float xc = is_nan ? 0.0f : x;
-  xc = xc < -104.0f ? -104.0f : xc;
-  xc = xc > 89.0f ? 89.0f : xc;
+  // Clamp into the range where the reduction below is valid (two min/max instructions; NaN takes the
+  // lower bound and is patched at the end, as is overflow). At the lower bound the result rounds to +0
+  // (exp(-104) < 2^-150, half the smallest subnormal), so x < -104 needs no patch of its own.
+  float xc = x > -104.0f ? x : -104.0f;
+  xc = xc < 89.0f ? xc : 89.0f;
   // k = round(x / ln2) by the 1.5 * 2^23 trick (round-to-nearest; no floor/round instruction needed,
   // so the baseline SSE2 variant vectorizes too).
   const float magic = 12582912.0f;
@@ -62,23 +62,23 @@ inline float exp(float x) {
   p = p * r + 1.0f;
   p = p * r + 1.0f;
   // 2^k as two factors so that k in [-150, 129] never leaves the normal exponent range (gradual
-  // underflow towards exp(-103.97), the smallest subnormal).
+  // underflow towards exp(-103.97), the smallest subnormal). k1 = floor(k / 2) by an arithmetic shift
+  // (one instruction; k / 2 needs a sign fix-up): p * 2^k1 is exact either way, so (p * 2^k1) * 2^k2
+  // rounds the same exact product p * 2^k once.
   const std::int32_t k = static_cast<std::int32_t>(kf);
-  const std::int32_t k1 = k / 2;
+  const std::int32_t k1 = k >> 1;
   const std::int32_t k2 = k - k1;
   const float s1 = bits_to_float(static_cast<std::uint32_t>(k1 + 127) << 23);
   const float s2 = bits_to_float(static_cast<std::uint32_t>(k2 + 127) << 23);
   float v = (p * s1) * s2;
-  v = x < -104.0f ? 0.0f : v;
   v = x > 88.72283935546875f ? std::numeric_limits<float>::infinity() : v;
-  return is_nan ? x : v;
+  return x != x ? x : v;
 }
 
 inline double exp(double x) {
-  const bool is_nan = x != x;
-  double xc = is_nan ? 0.0 : x;
-  xc = xc < -746.0 ? -746.0 : xc;
-  xc = xc > 710.0 ? 710.0 : xc;
+  // As the float version: exp(-746) < 2^-1075 rounds to +0 at the lower bound.
+  double xc = x > -746.0 ? x : -746.0;
+  xc = xc < 710.0 ? xc : 710.0;
   const double magic = 6755399441055744.0;  // 1.5 * 2^52
   const double kf = (xc * 1.4426950408889634074 + magic) - magic;
   // fdlibm's split of ln2: kf * ln2_hi exact for |k| < 2^11.
@@ -100,14 +100,13 @@ inline double exp(double x) {
   p = p * r + 1.0;
   p = p * r + 1.0;
   const std::int64_t k = static_cast<std::int64_t>(kf);
-  const std::int64_t k1 = k / 2;
+  const std::int64_t k1 = k >> 1;  // floor(k / 2), as in the float version
   const std::int64_t k2 = k - k1;
   const double s1 = bits_to_double(static_cast<std::uint64_t>(k1 + 1023) << 52);
   const double s2 = bits_to_double(static_cast<std::uint64_t>(k2 + 1023) << 52);
   double v = (p * s1) * s2;
-  v = x < -746.0 ? 0.0 : v;
   v = x > 709.782712893383973 ? std::numeric_limits<double>::infinity() : v;
-  return is_nan ? x : v;
+  return x != x ? x : v;
 }
 
 // 1/sqrt(d) for d > 0 normal, to about 1e-16 relative: bit-level first guess (3.4% error), four
