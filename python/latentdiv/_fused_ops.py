@@ -100,18 +100,26 @@ def _forward_impl(
     coefs: Sequence[float],   # [T] c_t
     constant: float,
     need: Sequence[bool],   # [4] gradients wanted for x, y, wx, wy
-) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """L (float64 []) and its gradients (x.dtype [n, D], y.dtype [m, D], wx.dtype [n], wy.dtype [m];
-    empty where not wanted)."""
+    unwanted_empty: bool = True,
+) -> Tuple[Tensor, Optional[Tensor], Optional[Tensor], Optional[Tensor], Optional[Tensor]]:
+    """L (float64 []) and its gradients (x.dtype [n, D], y.dtype [m, D], wx.dtype [n], wy.dtype [m]);
+    where not wanted an empty tensor (the custom op's outputs), or None with ``unwanted_empty=False``
+    (the eager path, which saves them for its backward only: no allocation)."""
     n, d = x.shape
     m = 0 if y is None else y.shape[0]
     want = (bool(need[0]), bool(need[1]) and y is not None, bool(need[2]) and wx is not None,
             bool(need[3]) and wy is not None)
-    gx = torch.zeros_like(x) if want[0] else x.new_empty((0,))
-    gy = torch.zeros_like(y) if want[1] else x.new_empty((0,))
-    gwx = torch.zeros(n, dtype=torch.float64) if want[2] else x.new_empty((0,), dtype=torch.float64)
-    gwy = torch.zeros(m, dtype=torch.float64) if want[3] else x.new_empty((0,), dtype=torch.float64)
-    sets = (x, y, x.new_zeros((1, d)))
+
+    def unwanted(dtype=None):
+        return x.new_empty((0,), dtype=dtype) if unwanted_empty else None
+
+    gx = torch.zeros_like(x) if want[0] else unwanted()
+    gy = torch.zeros_like(y) if want[1] else unwanted()
+    gwx = torch.zeros(n, dtype=torch.float64) if want[2] else unwanted(torch.float64)
+    gwy = torch.zeros(m, dtype=torch.float64) if want[3] else unwanted(torch.float64)
+    # The origin (one point at 0) only when a term uses it.
+    uses_origin = any(terms[t] == SET_ORIGIN or terms[t + 1] == SET_ORIGIN for t in range(0, len(terms), TERM_INTS))
+    sets = (x, y, x.new_zeros((1, d)) if uses_origin else None)
     weights = (wx, wy, None)
     grads = (gx if want[0] else None, gy if want[1] else None, None)
     wgrads = (gwx if want[2] else None, gwy if want[3] else None, None)
@@ -133,7 +141,8 @@ def _backward_impl(grad, x, y, wx, wy, saved, terms, params, coefs, need):
         return tuple(None if g is None else (g * grad).to(t.dtype) for g, t in zip(grads, (x, y, wx, wy)))
     out = []
     for i, (g, t) in enumerate(zip(saved, (x, y, wx, wy))):
-        out.append(g * grad.to(g.dtype) if need[i] and t is not None and g.numel() == t.numel() else None)
+        out.append(g * grad.to(g.dtype) if need[i] and t is not None and g is not None and g.numel() == t.numel()
+                   else None)
     return tuple(out)
 
 
@@ -142,19 +151,21 @@ class _FusedPairTerms(torch.autograd.Function):
     the op's schema handling of the term lists was most of the per-call time at n = 128)."""
 
     @staticmethod
-    def forward(ctx, x, y, wx, wy, plan):  # plan: Terms
+    def forward(ctx, x, y, wx, wy, plan, out_dtype):  # plan: Terms; out_dtype: L's dtype
         need = ctx.needs_input_grad[:4]
         total, gx, gy, gwx, gwy = _forward_impl(x, y, wx, wy, plan.desc, plan.params, plan.coefs,
-                                                plan.constant, need)
+                                                plan.constant, need, unwanted_empty=False)
         ctx.save_for_backward(x, y, wx, wy, gx, gy, gwx, gwy)
         ctx.plan = plan
-        return total
+        # In the caller's dtype here rather than by a .to() outside: no extra autograd node.
+        return total.to(out_dtype)
 
     @staticmethod
     def backward(ctx, grad):
         x, y, wx, wy, *saved = ctx.saved_tensors
         p = ctx.plan
-        return (*_backward_impl(grad, x, y, wx, wy, saved, p.desc, p.params, p.coefs, ctx.needs_input_grad), None)
+        return (*_backward_impl(grad, x, y, wx, wy, saved, p.desc, p.params, p.coefs, ctx.needs_input_grad),
+                None, None)
 
 
 @torch.library.custom_op("latentdiv::fused_pair_terms", mutates_args=())
@@ -338,8 +349,9 @@ class Terms:
         return self
 
     def run(self, x: Tensor, y: Optional[Tensor] = None, wx: Optional[Tensor] = None,
-            wy: Optional[Tensor] = None) -> Tensor:
-        """L (float64 []), differentiable with respect to whichever of x, y, wx, wy require it."""
+            wy: Optional[Tensor] = None, out_dtype: torch.dtype = torch.float64) -> Tensor:
+        """L ([] of out_dtype; computed in float64), differentiable with respect to whichever of x, y,
+        wx, wy require it."""
         x = x.contiguous()
         y = None if y is None else y.contiguous()
         wx = None if wx is None else wx.contiguous()
@@ -348,11 +360,11 @@ class Terms:
         if not torch.compiler.is_compiling():
             if not grad_on:  # (an autograd.Function's needs_input_grad ignores no_grad)
                 return _forward_impl(x, y, wx, wy, self.desc, self.params, self.coefs, self.constant,
-                                     (False,) * 4)[0]
-            return _FusedPairTerms.apply(x, y, wx, wy, self)
+                                     (False,) * 4, unwanted_empty=False)[0].to(out_dtype)
+            return _FusedPairTerms.apply(x, y, wx, wy, self, out_dtype)
         need = [bool(grad_on and t is not None and t.requires_grad) for t in (x, y, wx, wy)]
         return torch.ops.latentdiv.fused_pair_terms(x, y, wx, wy, self.desc, self.params, self.coefs,
-                                                    self.constant, need)[0]
+                                                    self.constant, need)[0].to(out_dtype)
 
 
 def _bandwidth_tuple(bw) -> Tuple[float, ...]:
@@ -360,8 +372,8 @@ def _bandwidth_tuple(bw) -> Tuple[float, ...]:
 
 
 def mmd_value(x: Tensor, y: Tensor, a: Optional[Tensor], b: Optional[Tensor], kernel: str, bw,
-              unbiased: bool) -> Optional[Tensor]:
-    """MMD^2 (float64 []) of functional._mmd_impl in one fused call, or None where it does not apply
+              unbiased: bool, out_dtype: torch.dtype = torch.float64) -> Optional[Tensor]:
+    """MMD^2 ([] of out_dtype) of functional._mmd_impl in one fused call, or None where it does not apply
     (not the CPU engine; weighted unbiased terms, whose normalisation depends on the weights)."""
     if not applicable(x) or (unbiased and (a is not None or b is not None)) or isinstance(bw, torch.Tensor):
         return None
@@ -374,10 +386,11 @@ def mmd_value(x: Tensor, y: Tensor, a: Optional[Tensor], b: Optional[Tensor], ke
     terms.add(SET_X, SET_X, kid, p, sx, unbiased)
     terms.add(SET_Y, SET_Y, kid, p, sy, unbiased)
     terms.add(SET_X, SET_Y, kid, p, -2.0 * sxy)
-    return terms.run(x, y, a, b)
+    return terms.run(x, y, a, b, out_dtype)
 
 
-def mmd_to_normal_value(z: Tensor, a: Optional[Tensor], hs: Tuple[float, ...], unbiased: bool) -> Optional[Tensor]:
+def mmd_to_normal_value(z: Tensor, a: Optional[Tensor], hs: Tuple[float, ...], unbiased: bool,
+                        out_dtype: torch.dtype = torch.float64) -> Optional[Tensor]:
     """functional._mmd_to_normal_impl in one fused call (self term + the closed-form cross term as
     a sum against the origin with the Gaussian kernel of bandwidth sqrt(1 + h^2)), or None."""
     if not applicable(z) or (unbiased and a is not None):
@@ -394,11 +407,11 @@ def mmd_to_normal_value(z: Tensor, a: Optional[Tensor], hs: Tuple[float, ...], u
         gid, gp = _cached(kernel_params_cached, "gaussian", (math.sqrt(1.0 + h2),), dim, None)
         terms.add(SET_X, SET_ORIGIN, gid, gp, -2.0 * pref * mean)
         terms.constant += math.exp(-0.5 * dim * math.log1p(2.0 / h2))
-    return terms.run(z, None, a)
+    return terms.run(z, None, a, out_dtype=out_dtype)
 
 
 def cramer_wold_value(x: Tensor, y: Optional[Tensor], a: Optional[Tensor], b: Optional[Tensor], gamma: float,
-                      exact: bool) -> Optional[Tensor]:
+                      exact: bool, out_dtype: torch.dtype = torch.float64) -> Optional[Tensor]:
     """functional._cramer_wold_impl (d_cw^2, with the 1/(2 sqrt(pi)) factor) in one fused call, or None.
 
     Against N(0, I) the O(n) term sum_i a_i phi_D(|x_i|^2 / (2 + 4 gamma)) is a sum against the
@@ -423,13 +436,13 @@ def cramer_wold_value(x: Tensor, y: Optional[Tensor], a: Optional[Tensor], b: Op
             c = 1.0
         terms.add(SET_X, SET_ORIGIN, kid, op, -2.0 * c * mean / (2.0 * math.sqrt(math.pi)))
         terms.constant = 1.0 / math.sqrt(1.0 + gamma) / (2.0 * math.sqrt(math.pi))
-        return terms.run(x, None, a)
+        return terms.run(x, None, a, out_dtype=out_dtype)
     m = y.shape[0]
     sy = 1.0 if b is not None else 1.0 / (m * m)
     sxy = (1.0 if a is not None else 1.0 / n) * (1.0 if b is not None else 1.0 / m)
     terms.add(SET_Y, SET_Y, kid, p, norm * sy)
     terms.add(SET_X, SET_Y, kid, p, -2.0 * norm * sxy)
-    return terms.run(x, y, a, b)
+    return terms.run(x, y, a, b, out_dtype)
 
 
 def _cached(fn, *args):
@@ -514,13 +527,14 @@ def energy_pair_value(x: Tensor, a: Optional[Tensor], constant: float) -> Option
 
 
 def pairwise_value(x: Tensor, y: Optional[Tensor], wx: Optional[Tensor], wy: Optional[Tensor], kernel_id: int,
-                   params: Sequence[float], exclude_diagonal: bool) -> Optional[Tensor]:
+                   params: Sequence[float], exclude_diagonal: bool,
+                   out_dtype: torch.dtype = torch.float64) -> Optional[Tensor]:
     """pairwise_sum's S (float64 []) as one fused term (its gradients from the forward's pass), or None."""
     if not applicable(x):
         return None
     terms = Terms()
     if y is None:
         terms.add(SET_X, SET_X, kernel_id, list(params), 1.0, exclude_diagonal)
-        return terms.run(x, None, wx)
+        return terms.run(x, None, wx, out_dtype=out_dtype)
     terms.add(SET_X, SET_Y, kernel_id, list(params), 1.0)
-    return terms.run(x, y, wx, wy)
+    return terms.run(x, y, wx, wy, out_dtype)

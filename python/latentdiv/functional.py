@@ -447,7 +447,7 @@ def _mmd_impl(x, y, weights_x, weights_y, kernel, bandwidth, scales, unbiased, p
     xc, yc = x.to(work), y.to(work)
     bw = _mmd_bandwidth(kernel, bandwidth, scales, preset, x.shape[-1], xc, yc)
     a, b = _normalize(weights_x, work), _normalize(weights_y, work)
-    fused = _fused_ops.mmd_value(xc, yc, a, b, kernel, bw, unbiased)  # one engine call (CPU)
+    fused = _fused_ops.mmd_value(xc, yc, a, b, kernel, bw, unbiased, out_dtype)  # one engine call (CPU)
     if fused is not None:
         return nan_if_nonfinite(fused, x, y).to(out_dtype)
     value = (_self_mean(xc, a, unbiased, kernel, bw) + _self_mean(yc, b, unbiased, kernel, bw)
@@ -499,7 +499,7 @@ def _mmd_to_normal_impl(z, weights, hs, unbiased):
     zc = z.to(work)
     dim = z.shape[-1]
     a = _normalize(weights, work)
-    fused = _fused_ops.mmd_to_normal_value(zc, a, hs, unbiased)  # one engine call (CPU)
+    fused = _fused_ops.mmd_to_normal_value(zc, a, hs, unbiased, out_dtype)  # one engine call (CPU)
     if fused is not None:
         return nan_if_nonfinite(fused, z).to(out_dtype)
     self_term = _self_mean(zc, a, unbiased, "gaussian", hs if len(hs) > 1 else hs[0])
@@ -592,7 +592,7 @@ def _cramer_wold_impl(x, y, weights_x, weights_y, gamma, phi):
     # The approximate kernel (gamma + r2/(2D-3))^{-1/2} already carries the 1/sqrt(gamma) factor.
     norm = 1.0 / math.sqrt(gamma) if exact else 1.0
     fused = _fused_ops.cramer_wold_value(xc, None if y is None else y.to(work), a, _normalize(weights_y, work),
-                                         gamma, exact)  # one engine call (CPU)
+                                         gamma, exact, out_dtype)  # one engine call (CPU)
     if fused is not None:
         return nan_if_nonfinite(fused, x, y).to(out_dtype)
     xx = _self_mean(xc, a, False, kernel, 1.0, gamma=gamma)
@@ -694,7 +694,7 @@ def _energy_impl(x, y, weights_x, weights_y, unbiased=False):
         yc = y.to(work)
         b = _normalize(weights_y, work)
         # With k = -r, MMD^2 = 2 E||X - Y|| - E||X - X'|| - E||Y - Y'||: one engine call (CPU).
-        fused = _fused_ops.mmd_value(xc, yc, a, b, "energy", 1.0, unbiased)
+        fused = _fused_ops.mmd_value(xc, yc, a, b, "energy", 1.0, unbiased, out_dtype)
         if fused is not None:
             return nan_if_nonfinite(fused, x, y).to(out_dtype)
         eyy = -_self_mean(yc, b, unbiased, "energy", 1.0)

@@ -104,7 +104,8 @@ def pairwise_sum(
     wx = None if weights_x is None else weights_x.to(work)
     wy = None if weights_y is None else weights_y.to(work)
 
-    fused = _fused_ops.pairwise_value(xc, yc, wx, wy, spec.kernel_id, params, exclude_diagonal)  # CPU engine
+    fused = _fused_ops.pairwise_value(xc, yc, wx, wy, spec.kernel_id, params, exclude_diagonal,
+                                     out_dtype)  # CPU engine
     if fused is not None:
         return fused.to(out_dtype)
     if _ext.use_compiled(x.device):
