@@ -19,6 +19,8 @@
 
 #include "binding_args.h"
 #include "cuda/schedule.h"
+#include "cuda/schedule_hess_vec.h"
+#include "cuda/schedule_pdist.h"
 #include "latentdiv/engine.h"
 #include "latentdiv/kernels.h"
 

@@ -14,6 +14,8 @@
 #include "latentdiv/engine.h"
 #include "latentdiv/kernels.h"
 #include "schedule.h"
+#include "schedule_hess_vec.h"
+#include "schedule_pdist.h"
 
 namespace latentdiv {
 
