@@ -22,6 +22,7 @@
 
 #include "latentdiv/common.h"
 #include "latentdiv/kernel_scaling.h"
+#include "latentdiv/kernels.h"
 #include "simd.h"
 
 #ifndef LD_ISA_NS
@@ -221,7 +222,7 @@ void pack(Packed<T>& P, const T* src,         // [rows, d]
 template <class K, class T>
 KernelParams frame_params(const KernelParams& p, int e) {
   KernelParams q = p;
-  Scaling<K>::rescale(q, e, std::is_same<T, float>::value);
+  K::rescale(q, e, std::is_same<T, float>::value);
   return q;
 }
 

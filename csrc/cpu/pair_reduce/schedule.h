@@ -60,8 +60,8 @@ Status pair_reduce_impl(const PairArgs& a, std::uint32_t epoch) {
   const Frame<T> s = make_frame(x, n, self ? nullptr : y, m, d);
   const KernelParams p = frame_params<K, T>(a.kernel, s.e);
   // Outputs back from the frame's units (kernel_scaling.h); 1 at e = 0.
-  const double value_scale = std::ldexp(1.0, Scaling<K>::value_power * s.e);
-  const double grad_scale = std::ldexp(1.0, (Scaling<K>::value_power - 1) * s.e);
+  const double value_scale = std::ldexp(1.0, K::kValuePower * s.e);
+  const double grad_scale = std::ldexp(1.0, (K::kValuePower - 1) * s.e);
   // Self pairs: one packed copy serves as rows and columns (padded for both roles).
   const index_t n_pad = self ? pad_rows<T>(n) : round_up(n, kMR);
   const index_t m_pad = round_up(m, NR);
@@ -253,8 +253,8 @@ Status self_triangle_impl(const PairArgs& a, index_t stripes, std::uint32_t epoc
   // converted as there (kernel_scaling.h).
   const Frame<T> s = make_frame(x, n, static_cast<const T*>(nullptr), 0, d);
   const KernelParams p = frame_params<K, T>(a.kernel, s.e);
-  const double value_scale = std::ldexp(1.0, Scaling<K>::value_power * s.e);
-  const double grad_scale = std::ldexp(1.0, (Scaling<K>::value_power - 1) * s.e);
+  const double value_scale = std::ldexp(1.0, K::kValuePower * s.e);
+  const double grad_scale = std::ldexp(1.0, (K::kValuePower - 1) * s.e);
   Packed<T> X(n, pad_rows<T>(n), d, true);
   pack(X, x, wy, s, threads);
   const index_t dp = X.dp, rows_pad = X.rows_pad;
@@ -430,13 +430,14 @@ Status self_triangle_impl(const PairArgs& a, index_t stripes, std::uint32_t epoc
 
 // kValueGradTriangle: the triangle schedule where its buffers fit, else the square VALUE_GRAD (same
 // outputs to rounding; the choice depends on n and d only, so the bits do not depend on the threads).
-// Not for the exact Cramer-Wold kernel: a second caller of its tile evaluator made GCC stop inlining it
-// into the square schedule, whose code (and instruction counts, tools/callgrind_bench.sh) must stay as
-// they were; that kernel keeps the square schedule.
+// Not for a kernel with its own tile evaluator (kOwnTileEvaluator, tile_eval.h: the exact Cramer-Wold
+// one): a second caller of its evaluator made GCC stop inlining it into the square schedule, whose code
+// (and instruction counts, tools/callgrind_bench.sh) must stay as they were; that kernel keeps the
+// square schedule.
 template <class K, class T>
 Status self_value_grad(const PairArgs& a, std::uint32_t epoch) {
-  const index_t stripes = std::is_same<K, CramerWoldExact>::value ? 0 : triangle_stripes<T>(a.n, a.d);
-  if constexpr (!std::is_same<K, CramerWoldExact>::value) {
+  const index_t stripes = kOwnTileEvaluator<K> ? 0 : triangle_stripes<T>(a.n, a.d);
+  if constexpr (!kOwnTileEvaluator<K>) {
     if (stripes > 0) return self_triangle_impl<K, T>(a, stripes, epoch);
   }
   PairArgs square = a;

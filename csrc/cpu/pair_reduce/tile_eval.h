@@ -34,27 +34,18 @@ void eval_tile_generic(const KernelParams& p, const T* __restrict R, T* __restri
   for (int e = 0; e < count; ++e) K::eval(q, R[e], F[e], DF[e]);
 }
 
-// Kernels documented in kernels.h as f = sum over params[s] of a one-scale f_s. GCC does not
-// vectorize the tile loop around the functor's runtime loop over scales, so for these the schedule
-// calls the functor once per scale with a one-scale copy of the params (one vectorized pass each)
-// and sums in the functor's own order (f = 0 + f_0 + f_1 ...): bit-identical to one call for
-// Gaussian and Imq; Laplacian divides its slope by 2r per scale instead of once (same value to rounding).
+// Kernels whose functor declares TileForm::kSumOverScales (kernels.h): f = sum over params[s] of a
+// one-scale f_s. GCC does not vectorize the tile loop around the functor's runtime loop over scales, so
+// for these the schedule calls the functor once per scale with a one-scale copy of the params (one
+// vectorized pass each) and sums in the functor's own order (f = 0 + f_0 + f_1 ...): bit-identical to
+// one call for Gaussian and Imq; Laplacian divides its slope by 2r per scale instead of once (same value
+// to rounding).
 template <class K>
-struct SumOverScales {
-  static constexpr bool value = false;
-};
-template <>
-struct SumOverScales<Gaussian> {
-  static constexpr bool value = true;
-};
-template <>
-struct SumOverScales<Laplacian> {
-  static constexpr bool value = true;
-};
-template <>
-struct SumOverScales<Imq> {
-  static constexpr bool value = true;
-};
+constexpr bool kSumOverScales = K::kTileForm == TileForm::kSumOverScales;
+
+// A kernel with a tile evaluator of its own (kernels.h TileForm; today the exact Cramer-Wold one).
+template <class K>
+constexpr bool kOwnTileEvaluator = K::kTileForm == TileForm::kCramerWoldExact;
 
 // The exact Cramer-Wold functor (cw_phi.h) runs a Clenshaw loop over its N coefficients: a run-time
 // trip count inside the per-element loop, which GCC does not vectorize (the generic tile ran at ~7%
@@ -140,17 +131,17 @@ void cw_exact_tile(const KernelParams& p, const T* __restrict R, T* __restrict F
   }
 }
 
-// The functor over one tile of kMR x kNR r2 values. Kernels get the generic loop or, if they are sums
-// over scales, one pass per scale; a kernel may add its own tile evaluator (optional: only a kernel
+// The functor over one tile of kMR x kNR r2 values, as its kTileForm says (kernels.h). Kernels get the
+// generic loop or, if they are sums over scales, one pass per scale; a kernel may add its own tile evaluator (optional: only a kernel
 // whose functor does not vectorize as a per-element call needs one; the CUDA schedule always uses
 // the scalar functor). Slope = false: only F is needed (a tile evaluator may skip DF; the others
 // compute it anyway, it is a multiply or two).
 template <class K, bool Slope, class T>
 void eval_tile(const KernelParams& p, const T* __restrict R, T* __restrict F, T* __restrict DF) {
   constexpr int count = kMR * panel_cols<T>();
-  if constexpr (std::is_same<K, CramerWoldExact>::value) {
+  if constexpr (K::kTileForm == TileForm::kCramerWoldExact) {
     cw_exact_tile<T, count, Slope>(p, R, F, DF);
-  } else if constexpr (!SumOverScales<K>::value) {
+  } else if constexpr (!kSumOverScales<K>) {
     eval_tile_generic<K>(p, R, F, DF, count);
   } else {
     for (int e = 0; e < count; ++e) F[e] = DF[e] = T(0);
