@@ -121,15 +121,20 @@ Status emulate_pair_dispatch(const PairArgs& a, bool reverse) {
 Status emulate_pair_reduce(const PairArgs& a, std::size_t workspace_bytes, bool reverse) {
   const Status s = validate(a);
   if (s != kOk) return s;
-  // The fused VALUE_GRAD and triangle-only TOTAL modes are CPU-schedule optimisations (common.h).
-  if (a.mode != static_cast<std::int32_t>(Mode::kValue) && a.mode != static_cast<std::int32_t>(Mode::kGrad) &&
-      a.mode != static_cast<std::int32_t>(Mode::kHessVec)) {
-    return kUnsupported;
-  }
-  if (a.mode == static_cast<std::int32_t>(Mode::kValue) && a.n > 0 && a.workspace == nullptr) return kBadArgument;
+  // The same lowering of the modes to launches as pair_reduce_cuda (schedule.h, lower_mode).
+  const cs::LoweredModes plan = cs::lower_mode(a.mode);
+  if (plan.count == 0) return kUnsupported;
+  if (cs::lowers_to_value(a.mode) && a.n > 0 && a.workspace == nullptr) return kBadArgument;
   if (workspace_bytes < cs::pair_workspace_bytes(a.n, a.mode)) return kBadArgument;
-  return a.dtype == static_cast<std::int32_t>(DType::kFloat32) ? emulate_pair_dispatch<float>(a, reverse)
-                                                               : emulate_pair_dispatch<double>(a, reverse);
+  for (int l = 0; l < plan.count; ++l) {
+    PairArgs launch = a;
+    launch.mode = static_cast<std::int32_t>(plan.launches[l]);
+    const Status ls = a.dtype == static_cast<std::int32_t>(DType::kFloat32)
+                          ? emulate_pair_dispatch<float>(launch, reverse)
+                          : emulate_pair_dispatch<double>(launch, reverse);
+    if (ls != kOk) return ls;
+  }
+  return kOk;
 }
 
 template <class T>

@@ -81,10 +81,46 @@ LD_HD int tail_count(index_t remaining, int cap) { return remaining < cap ? stat
 
 LD_HD index_t pair_grid_blocks(index_t n) { return ceil_div(n, kBlock); }
 
+// ---- launch decisions: the modes of common.h as launches of the block programs ---------------------
+// The block programs are VALUE, GRAD and HESS_VEC. The other modes are lowered here, for the launcher
+// (.cu) and the emulator alike, so a caller makes no device-dependent choice of mode:
+//   TOTAL                            -> VALUE (over all pairs; out_rows may be null: the VALUE program
+//                                       then writes no rows)
+//   VALUE_GRAD, VALUE_GRAD_TRIANGLE  -> VALUE, then GRAD: the outputs of two separate calls, which is
+//                                       what the fused CPU pass gives too (to rounding for the triangle)
+// (The CPU schedule runs these modes as single passes: TOTAL over j >= i for self pairs, VALUE_GRAD
+// from one r2 / f / f' tile.)
+struct LoweredModes {
+  int count;          // launches, in order; 0: a mode this schedule does not know
+  Mode launches[2];
+};
+
+LD_HD LoweredModes lower_mode(std::int32_t mode) {
+  switch (static_cast<Mode>(mode)) {
+    case Mode::kValue:
+    case Mode::kTotal:
+      return {1, {Mode::kValue, Mode::kValue}};
+    case Mode::kGrad:
+      return {1, {Mode::kGrad, Mode::kGrad}};
+    case Mode::kHessVec:
+      return {1, {Mode::kHessVec, Mode::kHessVec}};
+    case Mode::kValueGrad:
+    case Mode::kValueGradTriangle:
+      return {2, {Mode::kValue, Mode::kGrad}};
+  }
+  return {0, {Mode::kValue, Mode::kValue}};
+}
+
+// Whether a mode's launches include VALUE (which needs the workspace of partial totals).
+LD_HD bool lowers_to_value(std::int32_t mode) {
+  const LoweredModes plan = lower_mode(mode);
+  return plan.count > 0 && plan.launches[0] == Mode::kValue;
+}
+
 // Workspace of one pair reduction: VALUE needs one double per block for the partial totals; GRAD
 // needs none (large d is handled by passes, see above). Independent of the dtype.
 LD_HD std::size_t pair_workspace_bytes(index_t n, std::int32_t mode) {
-  if (mode != static_cast<std::int32_t>(Mode::kValue)) return 0;
+  if (!lowers_to_value(mode)) return 0;
   return static_cast<std::size_t>(pair_grid_blocks(n)) * sizeof(double);
 }
 
@@ -174,7 +210,7 @@ LD_HD void pair_value_block(Exec& ex, const PairArgs& a, index_t block,
   const T* y = static_cast<const T*>(a.y);    // [m, d]
   const T* wx = static_cast<const T*>(a.wx);  // [n] or nullptr
   const T* wy = static_cast<const T*>(a.wy);  // [m] or nullptr
-  double* rows = a.out_rows;                  // [n]
+  double* rows = a.out_rows;                  // [n] or nullptr (TOTAL)
   const index_t n = a.n, m = a.m, d = a.d;
   const bool skip_diag = a.exclude_diagonal != 0;
   const KernelParams* kp = &a.kernel;
@@ -220,7 +256,7 @@ LD_HD void pair_value_block(Exec& ex, const PairArgs& a, index_t block,
     const index_t i = row0 + t;
     double contrib = 0.0;
     if (i < n) {
-      rows[i] = r.acc;
+      if (rows != nullptr) rows[i] = r.acc;  // null for a lowered TOTAL
       contrib = wx != nullptr ? static_cast<double>(wx[i]) * r.acc : r.acc;
     }
     red[t] = contrib;
