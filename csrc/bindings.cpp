@@ -195,20 +195,13 @@ int run_interruptible(Call call) {
   }
 }
 
-int pair_reduce(int device, int isa, int mode, int dtype, std::uintptr_t x,  // [n, d]
-                std::uintptr_t y,                                           // [m, d]
-                std::uintptr_t wx,                                          // [n] or 0
-                std::uintptr_t wy,                                          // [m] or 0
-                std::uintptr_t out_rows,                                    // [n] double
-                std::uintptr_t out_total,                                   // [1] double
-                std::uintptr_t out_grad,                                    // [n, d]
-                std::uintptr_t workspace,                                   // CUDA scratch or 0
-                std::int64_t n, std::int64_t m, std::int64_t d, bool self_pairs, bool exclude_diagonal,
-                int num_threads, int kernel, const std::vector<double>& params, std::uintptr_t stream,
-                std::uintptr_t vx,    // HESS_VEC: [n, d] or 0
-                std::uintptr_t vy) {  // HESS_VEC: [m, d] or 0
-  const PairArgs a = binding::make_pair_args(mode, dtype, x, y, wx, wy, out_rows, out_total, out_grad, workspace, n,
-                                             m, d, self_pairs, exclude_diagonal, num_threads, kernel, params, vx, vy);
+// _C.pair_reduce(device, isa, <pair call arguments (binding_args.h)>, num_threads between the shape and
+// the kernel, stream before the HESS_VEC vectors).
+int pair_reduce(int device, int isa LATENTDIV_PAIR_CALL_BUFFERS(LATENTDIV_PAIR_PARAM)
+                    LATENTDIV_PAIR_CALL_SHAPE(LATENTDIV_PAIR_PARAM),
+                int num_threads LATENTDIV_PAIR_CALL_KERNEL(LATENTDIV_PAIR_PARAM),
+                std::uintptr_t stream LATENTDIV_PAIR_CALL_VECTORS(LATENTDIV_PAIR_PARAM)) {
+  const PairArgs a = binding::make_pair_args(num_threads LATENTDIV_PAIR_CALL(LATENTDIV_PAIR_NAME));
   if (device == kDeviceCpu) return run_interruptible([&] { return pair_reduce_cpu(a, static_cast<CpuIsa>(isa)); });
   py::gil_scoped_release release;
 #if defined(LATENTDIV_WITH_CUDA)
@@ -283,11 +276,10 @@ int latentdiv::run_engine_call(const std::function<int()>& call) { return run_in
 
 PYBIND11_MODULE(_C, m) {
   m.doc() = "latentdiv compiled engine: fused O(n^2) pair reductions without n x n buffers";
-  m.def("pair_reduce", &pair_reduce, py::arg("device"), py::arg("isa"), py::arg("mode"), py::arg("dtype"),
-        py::arg("x"), py::arg("y"), py::arg("wx"), py::arg("wy"), py::arg("out_rows"), py::arg("out_total"),
-        py::arg("out_grad"), py::arg("workspace"), py::arg("n"), py::arg("m"), py::arg("d"),
-        py::arg("self_pairs"), py::arg("exclude_diagonal"), py::arg("num_threads"), py::arg("kernel"),
-        py::arg("params"), py::arg("stream"), py::arg("vx") = 0, py::arg("vy") = 0);
+  m.def("pair_reduce", &pair_reduce, py::arg("device"), py::arg("isa")
+        LATENTDIV_PAIR_CALL_BUFFERS(LATENTDIV_PAIR_PYARG) LATENTDIV_PAIR_CALL_SHAPE(LATENTDIV_PAIR_PYARG),
+        py::arg("num_threads") LATENTDIV_PAIR_CALL_KERNEL(LATENTDIV_PAIR_PYARG),
+        py::arg("stream") LATENTDIV_PAIR_CALL_VECTORS(LATENTDIV_PAIR_PYARG_ZERO));
   m.def(
       "pdist",
       [](int device, int isa, int dtype, std::uintptr_t x, std::uintptr_t out, std::int64_t n, std::int64_t d,

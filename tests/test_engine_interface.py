@@ -43,8 +43,10 @@ def test_python_codes_are_the_builds():
     assert _registry.MAX_PARAMS == _ext.MAX_KERNEL_PARAMS == limits["max_kernel_params"]
     assert _ext._C.build_info()["max_kernel_params"] == limits["max_kernel_params"]
     assert special.CW_PHI_HEADER == limits["cw_phi_header"]
-    assert special.CW_PHI_MAX_COEFFS == limits["cw_phi_max_coeffs"] == limits["max_kernel_params"] - limits["cw_phi_header"]
-    assert (special._KIND_EXP, special._KIND_CHEB) == (exported["cw_phi_kinds"]["exp"], exported["cw_phi_kinds"]["cheb"])
+    assert special.CW_PHI_MAX_COEFFS == limits["cw_phi_max_coeffs"]
+    assert limits["cw_phi_max_coeffs"] == limits["max_kernel_params"] - limits["cw_phi_header"]
+    kinds = exported["cw_phi_kinds"]
+    assert (special._KIND_EXP, special._KIND_CHEB) == (kinds["exp"], kinds["cheb"])
     assert dict(exported["kernels"]) == dict(_ext._C.build_info()["kernels"])
 
 
@@ -60,7 +62,8 @@ def test_the_fallback_without_the_module_reads_the_same_limits_from_the_headers(
 # Literals that would restate an engine code or limit in Python.
 _RESTATEMENTS = [
     (re.compile(r"^\s*(MODE|DEVICE|STATUS|DTYPE|ISA)_\w+\s*(:\s*\w+\s*)?=\s*-?\d"), "a code assigned a number"),
-    (re.compile(r"\b(MAX_PARAMS|MAX_KERNEL_PARAMS|CW_PHI_\w+|_KIND_\w+)\s*(:\s*\w+\s*)?=\s*[-\d(]"), "a limit or layout code"),
+    (re.compile(r"\b(MAX_PARAMS|MAX_KERNEL_PARAMS|CW_PHI_\w+|_KIND_\w+)\s*(:\s*\w+\s*)?=\s*[-\d(]"),
+     "a limit or layout code"),
     (re.compile(r"\b(device|isa|mode|dtype)\s*=\s*-?\d"), "an engine argument given as a number"),
     (re.compile(r"\bstatus\s*[!=]=\s*-?\d"), "a status compared with a number"),
     (re.compile(r"[\"']auto[\"']\s*:\s*-1"), "the ISA codes"),
@@ -102,7 +105,8 @@ def test_ops_choose_no_mode_by_device():
 
 @requires_compiled
 def test_check_status_messages_come_from_the_build():
-    with pytest.raises(RuntimeError, match=r"pair_reduce failed: bad argument \(inconsistent sizes, pointers or flags\)"):
+    bad_argument = r"pair_reduce failed: bad argument \(inconsistent sizes, pointers or flags\)"
+    with pytest.raises(RuntimeError, match=bad_argument):
         _ext.check_status(_ext._C.STATUS_BAD_ARGUMENT, "pair_reduce")
     with pytest.raises(RuntimeError, match="unknown kernel id"):
         _ext.check_status(_ext._C.STATUS_UNKNOWN_KERNEL, "pair_reduce")

@@ -7,9 +7,10 @@
 //            cancels far less when the data are not centred) into aligned, zero-padded buffers:
 //            xs [n_pad, dp] row-major, yt = y^T in panels of kNR columns [m_pad / kNR, d, kNR], and for
 //            GRAD ys [m_pad, dp] row-major; squared norms in T. Out of the normal range of magnitudes the
-//            points are also divided by a power of two 2^e (the frame, make_frame below; exact), folded
-//            into the kernel's parameters and the outputs (latentdiv/kernel_scaling.h), so that no
-//            r2 or norm overflows or underflows T where the true result is representable.
+//            points are also divided by a power of two 2^e (the frame, make_frame in
+//            pair_reduce/packing.h; exact), folded into the kernel's parameters and the outputs
+//            (latentdiv/kernel_scaling.h), so that no r2 or norm overflows or underflows T where the
+//            true result is representable.
 //   per block of kMR rows, per panel of kNR columns:
 //     1. dot micro-kernel: kMR x kNR dot products held in vector registers (broadcast x, load y^T);
 //     2. r2 = |x|^2 + |y|^2 - 2 x.y, clamped at 0. Where r2 < kDirectBelow (|x|^2 + |y|^2), i.e. where

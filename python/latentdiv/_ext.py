@@ -185,7 +185,8 @@ def check_status(status: int, what: str) -> None:
         return
     message = INTERFACE["status_messages"].get(status, f"status {status}")
     detail = ""
-    if status == INTERFACE["status"].get("cuda_error") and _C is not None and hasattr(_C, "cuda_last_error"):
+    is_cuda_error = status == INTERFACE["status"].get("cuda_error")
+    if is_cuda_error and _C is not None and hasattr(_C, "cuda_last_error"):
         detail = f" ({_C.cuda_last_error()})"
     raise RuntimeError(f"latentdiv engine: {what} failed: {message}{detail}")
 

@@ -132,9 +132,9 @@ void cw_exact_tile(const KernelParams& p, const T* __restrict R, T* __restrict F
 }
 
 // The functor over one tile of kMR x kNR r2 values, as its kTileForm says (kernels.h). Kernels get the
-// generic loop or, if they are sums over scales, one pass per scale; a kernel may add its own tile evaluator (optional: only a kernel
-// whose functor does not vectorize as a per-element call needs one; the CUDA schedule always uses
-// the scalar functor). Slope = false: only F is needed (a tile evaluator may skip DF; the others
+// generic loop or, if they are sums over scales, one pass per scale; a kernel may add its own tile
+// evaluator (optional: only a kernel whose functor does not vectorize as a per-element call needs one;
+// the CUDA schedule always uses the scalar functor). Slope = false: only F is needed (a tile evaluator may skip DF; the others
 // compute it anyway, it is a multiply or two).
 template <class K, bool Slope, class T>
 void eval_tile(const KernelParams& p, const T* __restrict R, T* __restrict F, T* __restrict DF) {
