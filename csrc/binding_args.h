@@ -1,6 +1,7 @@
 // binding_args.h: the engine's POD arguments built from what pybind11 receives (pointers as the
-// integers torch's data_ptr() gives, sizes, flags). Shared by bindings.cpp (the real schedules) and
-// cuda_emulation.cpp (the host emulation of the CUDA schedule), so both see identical arguments.
+// integers torch's data_ptr() gives, sizes, flags), and the pair reduction's argument list. Shared by
+// bindings.cpp (the real schedules) and cuda_emulation.cpp (the host emulation of the CUDA schedule), so
+// both see identical arguments.
 #pragma once
 
 #include <pybind11/pybind11.h>
@@ -26,20 +27,52 @@ inline KernelParams make_kernel(int kernel, const std::vector<double>& params) {
   return k;
 }
 
-inline PairArgs make_pair_args(int mode, int dtype,
-                               std::uintptr_t x,          // [n, d]
-                               std::uintptr_t y,          // [m, d]
-                               std::uintptr_t wx,         // [n] or 0
-                               std::uintptr_t wy,         // [m] or 0
-                               std::uintptr_t out_rows,   // [n] double or 0
-                               std::uintptr_t out_total,  // [1] double or 0
-                               std::uintptr_t out_grad,   // [n, d] or 0
-                               std::uintptr_t workspace,  // CUDA scratch or 0
-                               std::int64_t n, std::int64_t m, std::int64_t d, bool self_pairs,
-                               bool exclude_diagonal, int num_threads, int kernel,
-                               const std::vector<double>& params,
-                               std::uintptr_t vx = 0,    // HESS_VEC: [n, d] or 0
-                               std::uintptr_t vy = 0) {  // HESS_VEC: [m, d] or 0
+// The pair reduction's arguments as Python passes them (pointers as the integers torch's data_ptr()
+// gives, sizes, flags), described once: X(type, name), in groups that every binding takes in this order.
+// bindings.cpp (_C.pair_reduce) and cuda_emulation.cpp (_C.emulate_cuda_pair_reduce) expand them into
+// their parameter lists and py::arg lists (with their own arguments in between: device, isa,
+// num_threads, stream / workspace_bytes, reverse_threads), make_pair_args below into the PairArgs
+// (common.h) that the CPU engine, the CUDA engine and the emulator take.
+#define LATENTDIV_PAIR_CALL_BUFFERS(X) \
+  X(int, mode)                  /* Mode (common.h) */     \
+  X(int, dtype)                 /* DType */                \
+  X(std::uintptr_t, x)          /* [n, d] */               \
+  X(std::uintptr_t, y)          /* [m, d] */               \
+  X(std::uintptr_t, wx)         /* [n] or 0 */             \
+  X(std::uintptr_t, wy)         /* [m] or 0 */             \
+  X(std::uintptr_t, out_rows)   /* [n] double or 0 */      \
+  X(std::uintptr_t, out_total)  /* [1] double or 0 */      \
+  X(std::uintptr_t, out_grad)   /* [n, d] or 0 */          \
+  X(std::uintptr_t, workspace)  /* CUDA scratch or 0 */
+#define LATENTDIV_PAIR_CALL_SHAPE(X) \
+  X(std::int64_t, n)             \
+  X(std::int64_t, m)             \
+  X(std::int64_t, d)             \
+  X(bool, self_pairs)            \
+  X(bool, exclude_diagonal)
+#define LATENTDIV_PAIR_CALL_KERNEL(X) \
+  X(int, kernel)  /* KernelId (kernels.h) */ \
+  X(const std::vector<double>&, params)
+// Last and optional (py::arg default 0): the vectors of HESS_VEC.
+#define LATENTDIV_PAIR_CALL_VECTORS(X) \
+  X(std::uintptr_t, vx)  /* [n, d] or 0 */ \
+  X(std::uintptr_t, vy)  /* [m, d] or 0 */
+#define LATENTDIV_PAIR_CALL(X) \
+  LATENTDIV_PAIR_CALL_BUFFERS(X)     \
+  LATENTDIV_PAIR_CALL_SHAPE(X)       \
+  LATENTDIV_PAIR_CALL_KERNEL(X)      \
+  LATENTDIV_PAIR_CALL_VECTORS(X)
+// Expansions: `, type name` (a parameter list; `type name,` for a group that comes first), `, name` (a
+// call), `, py::arg("name")` (optionally = 0; `py::arg("name"),` for a group that comes first).
+#define LATENTDIV_PAIR_PARAM(type, name) , type name
+#define LATENTDIV_PAIR_PARAM_FIRST(type, name) type name,
+#define LATENTDIV_PAIR_PYARG_FIRST(type, name) pybind11::arg(#name),
+#define LATENTDIV_PAIR_NAME(type, name) , name
+#define LATENTDIV_PAIR_PYARG(type, name) , pybind11::arg(#name)
+#define LATENTDIV_PAIR_PYARG_ZERO(type, name) , pybind11::arg(#name) = 0
+
+// The one place the PairArgs of a binding call is built.
+inline PairArgs make_pair_args(int num_threads LATENTDIV_PAIR_CALL(LATENTDIV_PAIR_PARAM)) {
   PairArgs a{};
   a.x = reinterpret_cast<const void*>(x);
   a.y = reinterpret_cast<const void*>(y);

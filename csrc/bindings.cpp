@@ -4,7 +4,9 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <cctype>
 #include <csignal>
+#include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <mutex>
@@ -12,6 +14,7 @@
 #include <vector>
 
 #include "binding_args.h"
+#include "latentdiv/cw_phi.h"
 #include "latentdiv/engine.h"
 #include "latentdiv/kernels.h"
 
@@ -29,8 +32,92 @@ int run_engine_call(const std::function<int()>& call);
 
 namespace {
 
-constexpr int kDeviceCpu = 0;
-constexpr int kDeviceCuda = 1;
+constexpr int kDeviceCpu = static_cast<int>(Device::kCpu);
+constexpr int kDeviceCuda = static_cast<int>(Device::kCuda);
+
+// ---- the engine's interface, described once ----------------------------------------------------------
+// Every code and limit Python passes to or reads from the engine, by name. python/latentdiv/_ext.py reads
+// them from engine_interface() below; no Python file restates one (tests/test_engine_interface.py).
+struct Named {
+  const char* name;
+  int code;
+};
+constexpr Named kModes[] = {
+    {"value", static_cast<int>(Mode::kValue)},
+    {"grad", static_cast<int>(Mode::kGrad)},
+    {"value_grad", static_cast<int>(Mode::kValueGrad)},
+    {"total", static_cast<int>(Mode::kTotal)},
+    {"hess_vec", static_cast<int>(Mode::kHessVec)},
+    {"value_grad_triangle", static_cast<int>(Mode::kValueGradTriangle)},
+};
+constexpr Named kDTypes[] = {{"float32", static_cast<int>(DType::kFloat32)},
+                             {"float64", static_cast<int>(DType::kFloat64)}};
+constexpr Named kDevices[] = {{"cpu", kDeviceCpu}, {"cuda", kDeviceCuda}};
+// The ISA variants in CpuIsa order (the values of the LATENTDIV_ISA environment variable).
+constexpr Named kIsas[] = {{"auto", static_cast<int>(CpuIsa::kAuto)},
+                           {"baseline", static_cast<int>(CpuIsa::kBaseline)},
+                           {"avx2", static_cast<int>(CpuIsa::kAvx2)},
+                           {"avx512", static_cast<int>(CpuIsa::kAvx512)}};
+constexpr Named kCwPhiKinds[] = {{"exp", kCwPhiKindExp}, {"cheb", kCwPhiKindCheb}};
+struct StatusName {
+  Status code;
+  const char* name;     // the module attribute STATUS_<NAME> and the key in engine_interface()["status"]
+  const char* message;  // what a failed call says (_ext.check_status)
+};
+constexpr StatusName kStatuses[] = {
+    {kOk, "ok", "ok"},
+    {kBadArgument, "bad_argument", "bad argument (inconsistent sizes, pointers or flags)"},
+    {kUnknownKernel, "unknown_kernel", "unknown kernel id"},
+    {kUnsupported, "unsupported", "unsupported (ISA variant not available on this CPU, or CUDA not built)"},
+    {kCudaError, "cuda_error", "CUDA error"},
+    {kInterrupted, "interrupted", "interrupted"},
+};
+
+template <std::size_t N>
+py::dict named_codes(const Named (&table)[N]) {
+  py::dict d;
+  for (const Named& e : table) d[e.name] = e.code;
+  return d;
+}
+
+const char* isa_name(CpuIsa isa) {
+  for (const Named& e : kIsas) {
+    if (e.code == static_cast<int>(isa)) return e.name;
+  }
+  return "unknown";
+}
+
+// Functor name -> KernelId of every kernel of the registry (kernels.h).
+py::dict kernel_ids() {
+  py::dict kernels;
+#define LD_NAME(Functor, Id) kernels[#Functor] = static_cast<int>(Id);
+  LATENTDIV_FOR_EACH_KERNEL(LD_NAME)
+#undef LD_NAME
+  return kernels;
+}
+
+py::dict engine_interface() {
+  py::dict out;
+  out["modes"] = named_codes(kModes);
+  out["dtypes"] = named_codes(kDTypes);
+  out["devices"] = named_codes(kDevices);
+  out["isas"] = named_codes(kIsas);
+  py::dict status, messages;
+  for (const StatusName& e : kStatuses) {
+    status[e.name] = static_cast<int>(e.code);
+    messages[py::int_(static_cast<int>(e.code))] = e.message;
+  }
+  out["status"] = status;
+  out["status_messages"] = messages;
+  out["kernels"] = kernel_ids();
+  py::dict limits;
+  limits["max_kernel_params"] = kMaxKernelParams;  // common.h: KernelParams::params
+  limits["cw_phi_header"] = kCwPhiHeader;          // cw_phi.h: params before the coefficients
+  limits["cw_phi_max_coeffs"] = kCwPhiMaxCoeffs;
+  out["limits"] = limits;
+  out["cw_phi_kinds"] = named_codes(kCwPhiKinds);
+  return out;
+}
 
 // ---- Ctrl-C during an engine call ----------------------------------------------------------------
 // Python's SIGINT handler only sets a flag that the interpreter reads between bytecodes, which an
@@ -108,20 +195,13 @@ int run_interruptible(Call call) {
   }
 }
 
-int pair_reduce(int device, int isa, int mode, int dtype, std::uintptr_t x,  // [n, d]
-                std::uintptr_t y,                                           // [m, d]
-                std::uintptr_t wx,                                          // [n] or 0
-                std::uintptr_t wy,                                          // [m] or 0
-                std::uintptr_t out_rows,                                    // [n] double
-                std::uintptr_t out_total,                                   // [1] double
-                std::uintptr_t out_grad,                                    // [n, d]
-                std::uintptr_t workspace,                                   // CUDA scratch or 0
-                std::int64_t n, std::int64_t m, std::int64_t d, bool self_pairs, bool exclude_diagonal,
-                int num_threads, int kernel, const std::vector<double>& params, std::uintptr_t stream,
-                std::uintptr_t vx,    // HESS_VEC: [n, d] or 0
-                std::uintptr_t vy) {  // HESS_VEC: [m, d] or 0
-  const PairArgs a = binding::make_pair_args(mode, dtype, x, y, wx, wy, out_rows, out_total, out_grad, workspace, n,
-                                             m, d, self_pairs, exclude_diagonal, num_threads, kernel, params, vx, vy);
+// _C.pair_reduce(device, isa, <pair call arguments (binding_args.h)>, num_threads between the shape and
+// the kernel, stream before the HESS_VEC vectors).
+int pair_reduce(int device, int isa LATENTDIV_PAIR_CALL_BUFFERS(LATENTDIV_PAIR_PARAM)
+                    LATENTDIV_PAIR_CALL_SHAPE(LATENTDIV_PAIR_PARAM),
+                int num_threads LATENTDIV_PAIR_CALL_KERNEL(LATENTDIV_PAIR_PARAM),
+                std::uintptr_t stream LATENTDIV_PAIR_CALL_VECTORS(LATENTDIV_PAIR_PARAM)) {
+  const PairArgs a = binding::make_pair_args(num_threads LATENTDIV_PAIR_CALL(LATENTDIV_PAIR_NAME));
   if (device == kDeviceCpu) return run_interruptible([&] { return pair_reduce_cpu(a, static_cast<CpuIsa>(isa)); });
   py::gil_scoped_release release;
 #if defined(LATENTDIV_WITH_CUDA)
@@ -172,12 +252,11 @@ py::dict build_info() {
 #endif
   info["cpu_isa_compiled"] = isas;
   py::list usable;
-  const char* names[] = {"baseline", "avx2", "avx512"};
-  for (int i = 0; i < 3; ++i) {
-    if (cpu_isa_available(static_cast<CpuIsa>(i))) usable.append(names[i]);
+  for (const CpuIsa isa : {CpuIsa::kBaseline, CpuIsa::kAvx2, CpuIsa::kAvx512}) {
+    if (cpu_isa_available(isa)) usable.append(isa_name(isa));
   }
   info["cpu_isa_usable"] = usable;
-  info["cpu_isa_best"] = names[static_cast<int>(cpu_isa_best())];
+  info["cpu_isa_best"] = isa_name(cpu_isa_best());
 #if defined(LATENTDIV_WITH_CUDA)
   info["cuda"] = true;
   info["cuda_archs"] = std::string(LATENTDIV_CUDA_ARCHS);
@@ -186,11 +265,7 @@ py::dict build_info() {
   info["cuda_archs"] = std::string();
 #endif
   info["compiler"] = std::string(__VERSION__);
-  py::dict kernels;
-#define LD_NAME(Functor, Id) kernels[#Functor] = static_cast<int>(Id);
-  LATENTDIV_FOR_EACH_KERNEL(LD_NAME)
-#undef LD_NAME
-  info["kernels"] = kernels;
+  info["kernels"] = kernel_ids();
   info["max_kernel_params"] = kMaxKernelParams;
   return info;
 }
@@ -201,11 +276,10 @@ int latentdiv::run_engine_call(const std::function<int()>& call) { return run_in
 
 PYBIND11_MODULE(_C, m) {
   m.doc() = "latentdiv compiled engine: fused O(n^2) pair reductions without n x n buffers";
-  m.def("pair_reduce", &pair_reduce, py::arg("device"), py::arg("isa"), py::arg("mode"), py::arg("dtype"),
-        py::arg("x"), py::arg("y"), py::arg("wx"), py::arg("wy"), py::arg("out_rows"), py::arg("out_total"),
-        py::arg("out_grad"), py::arg("workspace"), py::arg("n"), py::arg("m"), py::arg("d"),
-        py::arg("self_pairs"), py::arg("exclude_diagonal"), py::arg("num_threads"), py::arg("kernel"),
-        py::arg("params"), py::arg("stream"), py::arg("vx") = 0, py::arg("vy") = 0);
+  m.def("pair_reduce", &pair_reduce, py::arg("device"), py::arg("isa")
+        LATENTDIV_PAIR_CALL_BUFFERS(LATENTDIV_PAIR_PYARG) LATENTDIV_PAIR_CALL_SHAPE(LATENTDIV_PAIR_PYARG),
+        py::arg("num_threads") LATENTDIV_PAIR_CALL_KERNEL(LATENTDIV_PAIR_PYARG),
+        py::arg("stream") LATENTDIV_PAIR_CALL_VECTORS(LATENTDIV_PAIR_PYARG_ZERO));
   m.def(
       "pdist",
       [](int device, int isa, int dtype, std::uintptr_t x, std::uintptr_t out, std::int64_t n, std::int64_t d,
@@ -222,6 +296,29 @@ PYBIND11_MODULE(_C, m) {
       },
       py::arg("device"), py::arg("isa"), py::arg("dtype"), py::arg("x"), py::arg("grad_out"), py::arg("dist"),
       py::arg("out"), py::arg("n"), py::arg("d"), py::arg("num_threads"), py::arg("stream"));
+  m.def(
+      "pair_reduce_workspace_bytes",
+      [](int device, std::int64_t n, std::int64_t m, std::int64_t d, int mode) -> std::size_t {
+        // The bytes of `workspace` a pair_reduce call of this device and mode needs (0: pass none).
+#if defined(LATENTDIV_WITH_CUDA)
+        if (device == kDeviceCuda) {
+          PairArgs a{};
+          a.n = n;
+          a.m = m;
+          a.d = d;
+          a.mode = mode;
+          return pair_reduce_cuda_workspace_bytes(a);
+        }
+#else
+        (void)device;
+        (void)n;
+        (void)m;
+        (void)d;
+        (void)mode;
+#endif
+        return 0;
+      },
+      py::arg("device"), py::arg("n"), py::arg("m"), py::arg("d"), py::arg("mode"));
 #if defined(LATENTDIV_WITH_CUDA)
   m.def(
       "pair_reduce_cuda_workspace_bytes",
@@ -238,10 +335,12 @@ PYBIND11_MODULE(_C, m) {
   register_cuda_emulation(m);
   register_pair_terms(m);
   m.def("build_info", &build_info);
-  m.attr("STATUS_OK") = static_cast<int>(kOk);
-  m.attr("STATUS_BAD_ARGUMENT") = static_cast<int>(kBadArgument);
-  m.attr("STATUS_UNKNOWN_KERNEL") = static_cast<int>(kUnknownKernel);
-  m.attr("STATUS_UNSUPPORTED") = static_cast<int>(kUnsupported);
-  m.attr("STATUS_CUDA_ERROR") = static_cast<int>(kCudaError);
-  m.attr("STATUS_INTERRUPTED") = static_cast<int>(kInterrupted);
+  m.def("engine_interface", &engine_interface,
+        "The engine's codes and limits by name: modes, dtypes, devices, isas, status (+ status_messages), "
+        "kernels, limits, cw_phi_kinds (python/latentdiv/_ext.py reads them).");
+  for (const StatusName& e : kStatuses) {
+    std::string attr = std::string("STATUS_") + e.name;
+    for (char& c : attr) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+    m.attr(attr.c_str()) = static_cast<int>(e.code);
+  }
 }

@@ -19,6 +19,8 @@
 
 #include "binding_args.h"
 #include "cuda/schedule.h"
+#include "cuda/schedule_hess_vec.h"
+#include "cuda/schedule_pdist.h"
 #include "latentdiv/engine.h"
 #include "latentdiv/kernels.h"
 
@@ -119,15 +121,20 @@ Status emulate_pair_dispatch(const PairArgs& a, bool reverse) {
 Status emulate_pair_reduce(const PairArgs& a, std::size_t workspace_bytes, bool reverse) {
   const Status s = validate(a);
   if (s != kOk) return s;
-  // The fused VALUE_GRAD and triangle-only TOTAL modes are CPU-schedule optimisations (common.h).
-  if (a.mode != static_cast<std::int32_t>(Mode::kValue) && a.mode != static_cast<std::int32_t>(Mode::kGrad) &&
-      a.mode != static_cast<std::int32_t>(Mode::kHessVec)) {
-    return kUnsupported;
-  }
-  if (a.mode == static_cast<std::int32_t>(Mode::kValue) && a.n > 0 && a.workspace == nullptr) return kBadArgument;
+  // The same lowering of the modes to launches as pair_reduce_cuda (schedule.h, lower_mode).
+  const cs::LoweredModes plan = cs::lower_mode(a.mode);
+  if (plan.count == 0) return kUnsupported;
+  if (cs::lowers_to_value(a.mode) && a.n > 0 && a.workspace == nullptr) return kBadArgument;
   if (workspace_bytes < cs::pair_workspace_bytes(a.n, a.mode)) return kBadArgument;
-  return a.dtype == static_cast<std::int32_t>(DType::kFloat32) ? emulate_pair_dispatch<float>(a, reverse)
-                                                               : emulate_pair_dispatch<double>(a, reverse);
+  for (int l = 0; l < plan.count; ++l) {
+    PairArgs launch = a;
+    launch.mode = static_cast<std::int32_t>(plan.launches[l]);
+    const Status ls = a.dtype == static_cast<std::int32_t>(DType::kFloat32)
+                          ? emulate_pair_dispatch<float>(launch, reverse)
+                          : emulate_pair_dispatch<double>(launch, reverse);
+    if (ls != kOk) return ls;
+  }
+  return kOk;
 }
 
 template <class T>
@@ -153,22 +160,14 @@ void emulate_pdist_backward_typed(const PdistArgs& a, bool reverse) {
   }
 }
 
-int py_emulate_pair_reduce(int mode, int dtype, std::uintptr_t x,  // [n, d]
-                           std::uintptr_t y,                        // [m, d]
-                           std::uintptr_t wx,                       // [n] or 0
-                           std::uintptr_t wy,                       // [m] or 0
-                           std::uintptr_t out_rows,                 // [n] double
-                           std::uintptr_t out_total,                // [1] double
-                           std::uintptr_t out_grad,                 // [n, d]
-                           std::uintptr_t workspace,                // [workspace_bytes] or 0
-                           std::size_t workspace_bytes, std::int64_t n, std::int64_t m, std::int64_t d,
-                           bool self_pairs, bool exclude_diagonal, int kernel, const std::vector<double>& params,
-                           bool reverse_threads,
-                           std::uintptr_t vx,    // HESS_VEC: [n, d] or 0
-                           std::uintptr_t vy) {  // HESS_VEC: [m, d] or 0
+// _C.emulate_cuda_pair_reduce(<pair call arguments (binding_args.h)>, workspace_bytes between the buffers and
+// the shape, reverse_threads before the HESS_VEC vectors); no device, isa, num_threads or stream.
+int py_emulate_pair_reduce(LATENTDIV_PAIR_CALL_BUFFERS(LATENTDIV_PAIR_PARAM_FIRST) std::size_t workspace_bytes
+                               LATENTDIV_PAIR_CALL_SHAPE(LATENTDIV_PAIR_PARAM)
+                                   LATENTDIV_PAIR_CALL_KERNEL(LATENTDIV_PAIR_PARAM),
+                           bool reverse_threads LATENTDIV_PAIR_CALL_VECTORS(LATENTDIV_PAIR_PARAM)) {
   // One thread: the emulator runs every CUDA thread of a block itself.
-  const PairArgs a = binding::make_pair_args(mode, dtype, x, y, wx, wy, out_rows, out_total, out_grad, workspace, n,
-                                             m, d, self_pairs, exclude_diagonal, 1, kernel, params, vx, vy);
+  const PairArgs a = binding::make_pair_args(1 LATENTDIV_PAIR_CALL(LATENTDIV_PAIR_NAME));
   py::gil_scoped_release release;
   return emulate_pair_reduce(a, workspace_bytes, reverse_threads);
 }
@@ -197,11 +196,10 @@ int py_emulate_pdist(bool backward, int dtype, std::uintptr_t x,  // [n, d]
 
 // Called from PYBIND11_MODULE in bindings.cpp.
 void register_cuda_emulation(py::module_& m) {
-  m.def("emulate_cuda_pair_reduce", &py_emulate_pair_reduce, py::arg("mode"), py::arg("dtype"), py::arg("x"),
-        py::arg("y"), py::arg("wx"), py::arg("wy"), py::arg("out_rows"), py::arg("out_total"), py::arg("out_grad"),
-        py::arg("workspace"), py::arg("workspace_bytes"), py::arg("n"), py::arg("m"), py::arg("d"),
-        py::arg("self_pairs"), py::arg("exclude_diagonal"), py::arg("kernel"), py::arg("params"),
-        py::arg("reverse_threads") = false, py::arg("vx") = 0, py::arg("vy") = 0,
+  m.def("emulate_cuda_pair_reduce", &py_emulate_pair_reduce,
+        LATENTDIV_PAIR_CALL_BUFFERS(LATENTDIV_PAIR_PYARG_FIRST) py::arg("workspace_bytes")
+            LATENTDIV_PAIR_CALL_SHAPE(LATENTDIV_PAIR_PYARG) LATENTDIV_PAIR_CALL_KERNEL(LATENTDIV_PAIR_PYARG),
+        py::arg("reverse_threads") = false LATENTDIV_PAIR_CALL_VECTORS(LATENTDIV_PAIR_PYARG_ZERO),
         "Run the CUDA schedule's block programs on the host (testing only; host pointers).");
   m.def(
       "emulate_cuda_pdist",

@@ -14,6 +14,8 @@
 #include "latentdiv/engine.h"
 #include "latentdiv/kernels.h"
 #include "schedule.h"
+#include "schedule_hess_vec.h"
+#include "schedule_pdist.h"
 
 namespace latentdiv {
 
@@ -181,15 +183,19 @@ std::size_t pair_reduce_cuda_workspace_bytes(const PairArgs& args) {
 Status pair_reduce_cuda(const PairArgs& a, void* stream) {
   const Status s = validate(a);
   if (s != kOk) return s;
-  // The fused VALUE_GRAD and triangle-only TOTAL modes are CPU-schedule optimisations (common.h).
-  if (a.mode != static_cast<std::int32_t>(Mode::kValue) && a.mode != static_cast<std::int32_t>(Mode::kGrad) &&
-      a.mode != static_cast<std::int32_t>(Mode::kHessVec)) {
-    return kUnsupported;
-  }
-  if (a.mode == static_cast<std::int32_t>(Mode::kValue) && a.n > 0 && a.workspace == nullptr) return kBadArgument;
+  // Every mode becomes launches of the VALUE / GRAD / HESS_VEC programs (schedule.h, lower_mode).
+  const cs::LoweredModes plan = cs::lower_mode(a.mode);
+  if (plan.count == 0) return kUnsupported;
+  if (cs::lowers_to_value(a.mode) && a.n > 0 && a.workspace == nullptr) return kBadArgument;
   const cudaStream_t st = static_cast<cudaStream_t>(stream);
-  return a.dtype == static_cast<std::int32_t>(DType::kFloat32) ? dispatch_kernel<float>(a, st)
-                                                               : dispatch_kernel<double>(a, st);
+  for (int l = 0; l < plan.count; ++l) {
+    PairArgs launch = a;
+    launch.mode = static_cast<std::int32_t>(plan.launches[l]);
+    const Status ls = a.dtype == static_cast<std::int32_t>(DType::kFloat32) ? dispatch_kernel<float>(launch, st)
+                                                                            : dispatch_kernel<double>(launch, st);
+    if (ls != kOk) return ls;
+  }
+  return kOk;
 }
 
 Status pdist_cuda(const PdistArgs& a, void* stream) {

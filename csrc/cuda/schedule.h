@@ -1,11 +1,12 @@
 // csrc/cuda/schedule.h: the CUDA schedule of the pair-reduction engine, written once as "block
 // programs" that the __global__ kernels (pair_reduce_cuda.cu, nvcc) and the host emulation
 // (csrc/cuda_emulation.cpp, the ordinary C++ compiler) both run. No CUDA runtime header here, no
-// torch: only common.h / kernels.h.
+// torch: only common.h / kernels.h. The programs of the other modes sit next to this file and build on
+// its constants and building blocks: schedule_hess_vec.h (HESS_VEC), schedule_pdist.h (pdist).
 //
-// Why this shape: nothing in this project ever ran on a GPU, so the index arithmetic, tiling, tail
-// handling, diagonal handling and reduction order must be testable on the CPU. A block program is a
-// template over an executor `Exec` with three operations:
+// Why this shape: the index arithmetic, tiling, tail handling, diagonal handling and reduction order
+// must be testable on a machine without a GPU (docs/cuda.md says what has run on a device so far). A
+// block program is a template over an executor `Exec` with three operations:
 //   ex.each(f)          every thread t of the block runs f(t)                (one phase)
 //   ex.each(regs, f)    every thread runs f(t, its registers regs[t])
 //   ex.sync()           __syncthreads(): the phase boundary
@@ -80,10 +81,46 @@ LD_HD int tail_count(index_t remaining, int cap) { return remaining < cap ? stat
 
 LD_HD index_t pair_grid_blocks(index_t n) { return ceil_div(n, kBlock); }
 
+// ---- launch decisions: the modes of common.h as launches of the block programs ---------------------
+// The block programs are VALUE, GRAD and HESS_VEC. The other modes are lowered here, for the launcher
+// (.cu) and the emulator alike, so a caller makes no device-dependent choice of mode:
+//   TOTAL                            -> VALUE (over all pairs; out_rows may be null: the VALUE program
+//                                       then writes no rows)
+//   VALUE_GRAD, VALUE_GRAD_TRIANGLE  -> VALUE, then GRAD: the outputs of two separate calls, which is
+//                                       what the fused CPU pass gives too (to rounding for the triangle)
+// (The CPU schedule runs these modes as single passes: TOTAL over j >= i for self pairs, VALUE_GRAD
+// from one r2 / f / f' tile.)
+struct LoweredModes {
+  int count;          // launches, in order; 0: a mode this schedule does not know
+  Mode launches[2];
+};
+
+LD_HD LoweredModes lower_mode(std::int32_t mode) {
+  switch (static_cast<Mode>(mode)) {
+    case Mode::kValue:
+    case Mode::kTotal:
+      return {1, {Mode::kValue, Mode::kValue}};
+    case Mode::kGrad:
+      return {1, {Mode::kGrad, Mode::kGrad}};
+    case Mode::kHessVec:
+      return {1, {Mode::kHessVec, Mode::kHessVec}};
+    case Mode::kValueGrad:
+    case Mode::kValueGradTriangle:
+      return {2, {Mode::kValue, Mode::kGrad}};
+  }
+  return {0, {Mode::kValue, Mode::kValue}};
+}
+
+// Whether a mode's launches include VALUE (which needs the workspace of partial totals).
+LD_HD bool lowers_to_value(std::int32_t mode) {
+  const LoweredModes plan = lower_mode(mode);
+  return plan.count > 0 && plan.launches[0] == Mode::kValue;
+}
+
 // Workspace of one pair reduction: VALUE needs one double per block for the partial totals; GRAD
 // needs none (large d is handled by passes, see above). Independent of the dtype.
 LD_HD std::size_t pair_workspace_bytes(index_t n, std::int32_t mode) {
-  if (mode != static_cast<std::int32_t>(Mode::kValue)) return 0;
+  if (!lowers_to_value(mode)) return 0;
   return static_cast<std::size_t>(pair_grid_blocks(n)) * sizeof(double);
 }
 
@@ -173,7 +210,7 @@ LD_HD void pair_value_block(Exec& ex, const PairArgs& a, index_t block,
   const T* y = static_cast<const T*>(a.y);    // [m, d]
   const T* wx = static_cast<const T*>(a.wx);  // [n] or nullptr
   const T* wy = static_cast<const T*>(a.wy);  // [m] or nullptr
-  double* rows = a.out_rows;                  // [n]
+  double* rows = a.out_rows;                  // [n] or nullptr (TOTAL)
   const index_t n = a.n, m = a.m, d = a.d;
   const bool skip_diag = a.exclude_diagonal != 0;
   const KernelParams* kp = &a.kernel;
@@ -219,7 +256,7 @@ LD_HD void pair_value_block(Exec& ex, const PairArgs& a, index_t block,
     const index_t i = row0 + t;
     double contrib = 0.0;
     if (i < n) {
-      rows[i] = r.acc;
+      if (rows != nullptr) rows[i] = r.acc;  // null for a lowered TOTAL
       contrib = wx != nullptr ? static_cast<double>(wx[i]) * r.acc : r.acc;
     }
     red[t] = contrib;
@@ -340,277 +377,6 @@ LD_HD void pair_grad_block(Exec& ex, const PairArgs& a, index_t block,
       });
     }
     ex.each(regs, [=](int t, GradRegs<T>& r) {
-      const index_t i = row0 + t;
-      if (i >= n) return;
-      LD_UNROLL
-      for (int k = 0; k < kDimChunk; ++k) {
-        if (k < pdims) out[i * d + p0 + k] = static_cast<T>(r.acc[k]);
-      }
-    });
-  }
-  ex.finish();
-}
-
-// ---- pair reduction, HESS_VEC (second-order gradients; common.h, docs/second_order.md) -------------
-// One thread per row i, the GRAD program's dim passes. Per tile, the first loop over all dims gives
-// r2, d . vx_i and d . vy_j in double (direct differences, as the CPU's pair_hess_vec_cpu.cpp), then
-// the kernel's f', f'' (in double) make three coefficients per pair:
-//   grad_i += cv vx_i - cw vy_j + cd d,  cv = 2 f' wy_j, cw = 2 f' wx_i, cd = 4 f'' (wy_j d.vx_i - wx_i d.vy_j)
-//   rows_i += 2 f' d . vy_j                                  (accumulated in the first pass only)
-template <class T>
-struct HessVecRegs {
-  T xr[kDimChunk];           // this thread's row x_i, current dim chunk
-  T vr[kDimChunk];           // its vector vx_i (0 when vx is null), current dim chunk
-  double r2[kTileCols];      // |d|^2 to the current tile's rows
-  double dot_x[kTileCols];   // d . vx_i
-  double dot_y[kTileCols];   // d . vy_j
-  double cv[kTileCols], cw[kTileCols], cd[kTileCols];
-  double acc[kDimChunk];     // grad_i[p0 .. p0 + kDimChunk) of the current pass
-  double rows;               // rows_i
-};
-
-template <class T>
-LD_HD void load_chunk_or_zero(T* r, const T* row /* [dims] or nullptr */, int dims) {
-  LD_UNROLL
-  for (int k = 0; k < kDimChunk; ++k) r[k] = (row != nullptr && k < dims) ? row[k] : T(0);
-}
-
-template <class K, class T, class Exec>
-LD_HD void pair_hess_vec_block(Exec& ex, const PairArgs& a, index_t block,
-                               T* tile,    // shared [kTileCols * kDimChunk]: y
-                               T* vtile)   // shared [kTileCols * kDimChunk]: vy (unused when vy is null)
-{
-  const T* x = static_cast<const T*>(a.x);    // [n, d]
-  const T* y = static_cast<const T*>(a.y);    // [m, d]
-  const T* wx = static_cast<const T*>(a.wx);  // [n] or nullptr
-  const T* wy = static_cast<const T*>(a.wy);  // [m] or nullptr
-  const T* vx = static_cast<const T*>(a.vx);  // [n, d] or nullptr
-  const T* vy = static_cast<const T*>(a.vy);  // [m, d] or nullptr
-  T* out = static_cast<T*>(a.out_grad);       // [n, d]
-  double* out_rows = a.out_rows;              // [n] or nullptr
-  const index_t n = a.n, m = a.m, d = a.d;
-  const bool self = a.self_pairs != 0;
-  const KernelParams* kp = &a.kernel;
-  const index_t row0 = block * kBlock;
-
-  typename Exec::template PerThread<HessVecRegs<T>, kBlock> regs;
-  for (index_t p0 = 0; p0 < d; p0 += kDimChunk) {
-    const int pdims = tail_count(d - p0, kDimChunk);
-    const bool first_pass = p0 == 0;
-    const bool pass_is_last_chunk = p0 + kDimChunk >= d;
-    ex.each(regs, [=](int, HessVecRegs<T>& r) {
-      LD_UNROLL
-      for (int k = 0; k < kDimChunk; ++k) r.acc[k] = 0.0;
-      r.rows = 0.0;
-    });
-    for (index_t j0 = 0; j0 < m; j0 += kTileCols) {
-      const int cols = tail_count(m - j0, kTileCols);
-      ex.each(regs, [=](int, HessVecRegs<T>& r) {
-        LD_UNROLL
-        for (int c = 0; c < kTileCols; ++c) r.r2[c] = r.dot_x[c] = r.dot_y[c] = 0.0;
-      });
-      for (index_t k0 = 0; k0 < d; k0 += kDimChunk) {
-        const int dims = tail_count(d - k0, kDimChunk);
-        ex.sync();
-        ex.each([=](int t) {
-          load_tile(tile, y, j0, cols, k0, dims, d, t);
-          if (vy != nullptr) load_tile(vtile, vy, j0, cols, k0, dims, d, t);
-        });
-        ex.sync();
-        ex.each(regs, [=](int t, HessVecRegs<T>& r) {
-          const index_t i = row0 + t;
-          if (i >= n) return;
-          load_chunk(r.xr, x + i * d + k0, dims);
-          load_chunk_or_zero(r.vr, vx != nullptr ? vx + i * d + k0 : nullptr, dims);
-          LD_UNROLL
-          for (int c = 0; c < kTileCols; ++c) {
-            if (c < cols) {
-              double q2 = r.r2[c], qx = r.dot_x[c], qy = r.dot_y[c];
-              LD_UNROLL
-              for (int k = 0; k < kDimChunk; ++k) {
-                if (k < dims) {
-                  const double diff = static_cast<double>(r.xr[k]) - static_cast<double>(tile[c * kDimChunk + k]);
-                  q2 += diff * diff;
-                  qx += diff * static_cast<double>(r.vr[k]);
-                  if (vy != nullptr) qy += diff * static_cast<double>(vtile[c * kDimChunk + k]);
-                }
-              }
-              r.r2[c] = q2;
-              r.dot_x[c] = qx;
-              r.dot_y[c] = qy;
-            }
-          }
-        });
-      }
-      ex.each(regs, [=](int t, HessVecRegs<T>& r) {
-        const index_t i = row0 + t;
-        if (i >= n) return;
-        const double wxi = wx != nullptr ? static_cast<double>(wx[i]) : 1.0;
-        LD_UNROLL
-        for (int c = 0; c < kTileCols; ++c) {
-          if (c < cols) {
-            double f, df, d2f;
-            K::template eval2<double>(*kp, r.r2[c], f, df, d2f);
-            // Self pairs skip the diagonal: GRAD's i == j term is identically 0, so is its derivative.
-            const bool skip = self && (j0 + c == i);
-            const double wyj = wy != nullptr ? static_cast<double>(wy[j0 + c]) : 1.0;
-            r.cv[c] = skip ? 0.0 : 2.0 * df * wyj;
-            r.cw[c] = skip ? 0.0 : 2.0 * df * wxi;
-            r.cd[c] = skip ? 0.0 : 4.0 * d2f * (wyj * r.dot_x[c] - wxi * r.dot_y[c]);
-            if (first_pass && !skip) r.rows += 2.0 * df * r.dot_y[c];
-          }
-        }
-      });
-      if (!pass_is_last_chunk) {
-        ex.sync();
-        ex.each([=](int t) {
-          load_tile(tile, y, j0, cols, p0, pdims, d, t);
-          if (vy != nullptr) load_tile(vtile, vy, j0, cols, p0, pdims, d, t);
-        });
-        ex.sync();
-      }
-      ex.each(regs, [=](int t, HessVecRegs<T>& r) {
-        const index_t i = row0 + t;
-        if (i >= n) return;
-        if (!pass_is_last_chunk) {
-          load_chunk(r.xr, x + i * d + p0, pdims);
-          load_chunk_or_zero(r.vr, vx != nullptr ? vx + i * d + p0 : nullptr, pdims);
-        }
-        LD_UNROLL
-        for (int c = 0; c < kTileCols; ++c) {
-          if (c < cols) {
-            LD_UNROLL
-            for (int k = 0; k < kDimChunk; ++k) {
-              if (k < pdims) {
-                const double vyk = vy != nullptr ? static_cast<double>(vtile[c * kDimChunk + k]) : 0.0;
-                const double diff = static_cast<double>(r.xr[k]) - static_cast<double>(tile[c * kDimChunk + k]);
-                r.acc[k] += r.cv[c] * static_cast<double>(r.vr[k]) - r.cw[c] * vyk + r.cd[c] * diff;
-              }
-            }
-          }
-        }
-      });
-    }
-    ex.each(regs, [=](int t, HessVecRegs<T>& r) {
-      const index_t i = row0 + t;
-      if (i >= n) return;
-      LD_UNROLL
-      for (int k = 0; k < kDimChunk; ++k) {
-        if (k < pdims) out[i * d + p0 + k] = static_cast<T>(r.acc[k]);
-      }
-      if (first_pass && out_rows != nullptr) out_rows[i] = r.rows;
-    });
-  }
-  ex.finish();
-}
-
-// ---- pdist forward --------------------------------------------------------------------------------
-template <class T>
-struct PdistRegs {
-  T xr[kDimChunk];  // this thread's point x_j, current dim chunk
-  T r2[kTileCols];  // squared distances to the tile's rows x_i
-};
-
-// Block (row tile bi, column block bj): outputs (i, j) with i in [bi * kTileCols, +kTileCols),
-// j in [bj * kBlock, +kBlock) and i < j.
-template <class T, class Exec>
-LD_HD void pdist_block(Exec& ex, const PdistArgs& a, index_t bi, index_t bj,
-                       T* tile)  // shared [kTileCols * kDimChunk]
-{
-  const T* x = static_cast<const T*>(a.x);  // [n, d]
-  T* out = static_cast<T*>(a.out);          // [n (n - 1) / 2]
-  const index_t n = a.n, d = a.d;
-  const index_t i0 = bi * kTileCols;
-  const index_t col0 = bj * kBlock;
-  // Uniform across the block (no thread is left at a barrier): no pair i < j in this block.
-  if (col0 + kBlock - 1 <= i0 || i0 >= n) {
-    ex.finish();
-    return;
-  }
-  const int rows = tail_count(n - i0, kTileCols);
-
-  typename Exec::template PerThread<PdistRegs<T>, kBlock> regs;
-  ex.each(regs, [=](int, PdistRegs<T>& r) {
-    LD_UNROLL
-    for (int c = 0; c < kTileCols; ++c) r.r2[c] = T(0);
-  });
-  for (index_t k0 = 0; k0 < d; k0 += kDimChunk) {
-    const int dims = tail_count(d - k0, kDimChunk);
-    ex.sync();
-    ex.each([=](int t) { load_tile(tile, x, i0, rows, k0, dims, d, t); });
-    ex.sync();
-    ex.each(regs, [=](int t, PdistRegs<T>& r) {
-      const index_t j = col0 + t;
-      if (j >= n) return;
-      load_chunk(r.xr, x + j * d + k0, dims);
-      accumulate_r2<T, false>(r.r2, r.xr, tile, rows, dims);  // x_i - x_j, as the CPU
-    });
-  }
-  ex.each(regs, [=](int t, PdistRegs<T>& r) {
-    const index_t j = col0 + t;
-    if (j >= n) return;
-    LD_UNROLL
-    for (int c = 0; c < kTileCols; ++c) {
-      const index_t i = i0 + c;
-      if (c < rows && i < j) out[condensed_index(n, i, j)] = ld_sqrt(r.r2[c]);
-    }
-  });
-  ex.finish();
-}
-
-// ---- pdist backward -------------------------------------------------------------------------------
-template <class T>
-struct PdistGradRegs {
-  T xr[kDimChunk];         // this thread's row x_i, chunk of the current pass
-  double acc[kDimChunk];   // grad_i[p0 .. p0 + kDimChunk)
-};
-
-// grad_i = sum_{j != i} g_ij (x_i - x_j) / d_ij, 0 where d_ij = 0 (subgradient of the norm), j in
-// increasing order, as the CPU. Passes over dim chunks: the coefficient needs no r2 (dist is given),
-// so a pass costs only re-reading g and dist.
-template <class T, class Exec>
-LD_HD void pdist_backward_block(Exec& ex, const PdistArgs& a, index_t block,
-                                T* tile)  // shared [kTileCols * kDimChunk]
-{
-  const T* x = static_cast<const T*>(a.x);          // [n, d]
-  const T* g = static_cast<const T*>(a.grad_out);   // [n (n - 1) / 2]
-  const T* dist = static_cast<const T*>(a.dist);    // [n (n - 1) / 2]
-  T* out = static_cast<T*>(a.out);                  // [n, d]
-  const index_t n = a.n, d = a.d;
-  const index_t row0 = block * kBlock;
-
-  typename Exec::template PerThread<PdistGradRegs<T>, kBlock> regs;
-  for (index_t p0 = 0; p0 < d; p0 += kDimChunk) {
-    const int pdims = tail_count(d - p0, kDimChunk);
-    ex.each(regs, [=](int t, PdistGradRegs<T>& r) {
-      LD_UNROLL
-      for (int k = 0; k < kDimChunk; ++k) r.acc[k] = 0.0;
-      const index_t i = row0 + t;
-      if (i < n) load_chunk(r.xr, x + i * d + p0, pdims);
-    });
-    for (index_t j0 = 0; j0 < n; j0 += kTileCols) {
-      const int cols = tail_count(n - j0, kTileCols);
-      ex.sync();
-      ex.each([=](int t) { load_tile(tile, x, j0, cols, p0, pdims, d, t); });
-      ex.sync();
-      ex.each(regs, [=](int t, PdistGradRegs<T>& r) {
-        const index_t i = row0 + t;
-        if (i >= n) return;
-        for (int c = 0; c < cols; ++c) {
-          const index_t j = j0 + c;
-          if (j == i) continue;
-          const index_t ci = j > i ? condensed_index(n, i, j) : condensed_index(n, j, i);
-          const double dij = static_cast<double>(dist[ci]);
-          if (!(dij > 0.0)) continue;
-          const double coef = static_cast<double>(g[ci]) / dij;
-          LD_UNROLL
-          for (int k = 0; k < kDimChunk; ++k) {
-            if (k < pdims) r.acc[k] += coef * static_cast<double>(r.xr[k] - tile[c * kDimChunk + k]);
-          }
-        }
-      });
-    }
-    ex.each(regs, [=](int t, PdistGradRegs<T>& r) {
       const index_t i = row0 + t;
       if (i >= n) return;
       LD_UNROLL

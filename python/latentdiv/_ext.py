@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import warnings
+from pathlib import Path
 from typing import Any, Dict, Optional
 
 import torch
@@ -24,15 +26,50 @@ except ImportError as exc:  # pragma: no cover - exercised by the fallback tests
     _C = None
     _IMPORT_ERROR = exc
 
-DEVICE_CPU = 0
-DEVICE_CUDA = 1
-MODE_VALUE = 0
-MODE_GRAD = 1
-MODE_VALUE_GRAD = 2  # CPU schedule only (common.h)
-MODE_TOTAL = 3  # CPU schedule only
-MODE_HESS_VEC = 4  # second-order gradients (common.h)
-MODE_VALUE_GRAD_TRIANGLE = 5  # CPU schedule only: VALUE_GRAD of self pairs over j >= i
-_ISA_CODES = {"auto": -1, "baseline": 0, "avx2": 1, "avx512": 2}
+
+def _interface_from_headers() -> Dict[str, Any]:
+    """Without the compiled module (a source checkout that was not built): the limits the pure-torch
+    path needs (the kernel parameter layout), read from the engine's C++ headers next to this package.
+    The codes (modes, devices, ...) stay unset: nothing can be launched without the engine."""
+    include = Path(__file__).resolve().parents[2] / "csrc" / "include" / "latentdiv"
+    consts: Dict[str, int] = {}
+    for header in ("common.h", "cw_phi.h"):
+        try:
+            text = (include / header).read_text()
+        except OSError as exc:
+            raise ImportError(f"latentdiv._C could not be imported ({_IMPORT_ERROR}) and the engine's headers "
+                              f"are not there to read its limits from ({exc})") from exc
+        consts.update({k: int(v) for k, v in re.findall(r"constexpr int (k\w+) = (-?\d+);", text)})
+    header = consts["kCwPhiHeader"]
+    return {
+        "modes": {}, "dtypes": {}, "devices": {}, "isas": {}, "status": {}, "status_messages": {}, "kernels": {},
+        "limits": {"max_kernel_params": consts["kMaxKernelParams"], "cw_phi_header": header,
+                   "cw_phi_max_coeffs": consts["kMaxKernelParams"] - header},
+        "cw_phi_kinds": {"exp": consts["kCwPhiKindExp"], "cheb": consts["kCwPhiKindCheb"]},
+    }
+
+
+# The engine's codes and limits, as the build exports them (_C.engine_interface(), csrc/bindings.cpp):
+# no Python file restates one (tests/test_engine_interface.py checks).
+INTERFACE: Dict[str, Any] = (
+    {k: dict(v) for k, v in _C.engine_interface().items()} if _C is not None else _interface_from_headers()
+)
+_MODES, _DEVICES, _DTYPES = INTERFACE["modes"], INTERFACE["devices"], INTERFACE["dtypes"]
+DEVICE_CPU = _DEVICES.get("cpu")
+DEVICE_CUDA = _DEVICES.get("cuda")
+MODE_VALUE = _MODES.get("value")
+MODE_GRAD = _MODES.get("grad")
+MODE_VALUE_GRAD = _MODES.get("value_grad")  # VALUE and GRAD in one pass (the CUDA entry runs two)
+MODE_TOTAL = _MODES.get("total")  # the total of VALUE only (self pairs: j >= i on the CPU)
+MODE_HESS_VEC = _MODES.get("hess_vec")  # second-order gradients (common.h)
+MODE_VALUE_GRAD_TRIANGLE = _MODES.get("value_grad_triangle")  # VALUE_GRAD of self pairs over j >= i
+MAX_KERNEL_PARAMS: int = INTERFACE["limits"]["max_kernel_params"]  # KernelParams (common.h)
+CW_PHI_HEADER: int = INTERFACE["limits"]["cw_phi_header"]  # the exact Cramer-Wold layout (cw_phi.h)
+CW_PHI_MAX_COEFFS: int = INTERFACE["limits"]["cw_phi_max_coeffs"]
+CW_PHI_KIND_EXP: int = INTERFACE["cw_phi_kinds"]["exp"]
+CW_PHI_KIND_CHEB: int = INTERFACE["cw_phi_kinds"]["cheb"]
+STATUS_OK = INTERFACE["status"].get("ok")
+_ISA_CODES: Dict[str, int] = INTERFACE["isas"]
 _BACKENDS = ("auto", "compiled", "reference")
 
 _warned: set = set()
@@ -137,25 +174,21 @@ def device_guard(t: torch.Tensor):
 
 def dtype_code(t: torch.Tensor) -> int:
     if t.dtype == torch.float32:
-        return 0
+        return _DTYPES["float32"]
     if t.dtype == torch.float64:
-        return 1
+        return _DTYPES["float64"]
     raise TypeError(f"the engine takes float32 or float64, got {t.dtype}")
 
 
 def check_status(status: int, what: str) -> None:
-    if status == 0:
+    if status == STATUS_OK:
         return
-    names = {
-        1: "bad argument (inconsistent sizes, pointers or flags)",
-        2: "unknown kernel id",
-        3: "unsupported (ISA variant not available on this CPU, or CUDA not built)",
-        4: "CUDA error",
-    }
+    message = INTERFACE["status_messages"].get(status, f"status {status}")
     detail = ""
-    if status == 4 and _C is not None and hasattr(_C, "cuda_last_error"):
+    is_cuda_error = status == INTERFACE["status"].get("cuda_error")
+    if is_cuda_error and _C is not None and hasattr(_C, "cuda_last_error"):
         detail = f" ({_C.cuda_last_error()})"
-    raise RuntimeError(f"latentdiv engine: {what} failed: {names.get(status, f'status {status}')}{detail}")
+    raise RuntimeError(f"latentdiv engine: {what} failed: {message}{detail}")
 
 
 def backend_info() -> Dict[str, Any]:

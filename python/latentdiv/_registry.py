@@ -15,7 +15,7 @@ from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 import torch
 
-MAX_PARAMS = 64  # kMaxKernelParams in common.h
+from ._ext import MAX_KERNEL_PARAMS as MAX_PARAMS  # noqa: E402  kMaxKernelParams (common.h), exported by the build
 
 
 def _positive_scales(bandwidth: Any, name: str = "bandwidth") -> Tuple[float, ...]:

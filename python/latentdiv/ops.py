@@ -11,10 +11,11 @@ Gradients (notation of docs/formulas.md section 11; VALUE = row sums, GRAD = sum
   dS/dwx_i = VALUE(x, y, wy)_i             dS/dwy_j = VALUE(y, x, wx)_j
   self terms (y is x, one weight vector w): dS/dx_i = 2 w_i GRAD(x, x, w)_i, dS/dw_i = 2 VALUE(x, x, w)_i
 
-Two CPU-schedule shortcuts (other devices take the general path with the same results):
-  - ``pair_sum`` of self pairs runs the engine's TOTAL mode, which visits only j >= i (f is symmetric);
+Two engine modes beyond VALUE and GRAD, on every device (the engine decides how to run them: the CPU
+schedule in one pass, the CUDA schedule lowers them to VALUE / GRAD launches, csrc/cuda/schedule.h):
+  - ``pair_sum`` of self pairs runs the TOTAL mode (the CPU visits only j >= i: f is symmetric);
   - ``pair_sum_with_grad`` (used by ``pairwise_sum`` when x needs a gradient) computes VALUE(x, .) and
-    GRAD(x, .) in one VALUE_GRAD pass and keeps them for the backward: a self sum then needs no engine
+    GRAD(x, .) in one VALUE_GRAD call and keeps them for the backward: a self sum then needs no engine
     pass in the backward, a cross sum only the y side.
 
 Second order (create_graph=True, Hessian-vector products, torch.func): every backward formula calls
@@ -57,15 +58,16 @@ def _launch_pair(
     other = x if self_pairs else y
     n, d = x.shape
     m = other.shape[0]
+    device = _ext.device_code(x)
     workspace = None
-    if x.device.type == "cuda":
-        # Per-block partial totals (VALUE); allocated by torch's caching allocator on the current stream,
-        # so it is not reused before our kernels on that stream are done with it.
-        nbytes = int(_ext._C.pair_reduce_cuda_workspace_bytes(n, m, d, mode))
-        workspace = torch.empty(max(nbytes, 1), dtype=torch.uint8, device=x.device)
+    nbytes = int(_ext._C.pair_reduce_workspace_bytes(device=device, n=n, m=m, d=d, mode=mode))
+    if nbytes > 0:
+        # The CUDA schedule's per-block partial totals; allocated by torch's caching allocator on the
+        # current stream, so it is not reused before our kernels on that stream are done with it.
+        workspace = torch.empty(nbytes, dtype=torch.uint8, device=x.device)
     with _ext.device_guard(x):
         status = _ext._C.pair_reduce(
-            device=_ext.device_code(x), isa=_ext.isa_code(), mode=mode, dtype=_ext.dtype_code(x),
+            device=device, isa=_ext.isa_code(), mode=mode, dtype=_ext.dtype_code(x),
             x=x.data_ptr(), y=other.data_ptr(), wx=_ptr(wx), wy=_ptr(wy),
             out_rows=_ptr(out_rows), out_total=_ptr(out_total), out_grad=_ptr(out_grad), workspace=_ptr(workspace),
             n=n, m=m, d=d, self_pairs=self_pairs, exclude_diagonal=exclude_diagonal,
@@ -90,8 +92,8 @@ def pair_sum(
 ) -> Tensor:                # [] float64
     n = x.shape[0]
     total = torch.empty((), dtype=torch.float64, device=x.device)
-    if y is None and x.device.type == "cpu":
-        # Only the total is needed: the CPU TOTAL mode sums the upper triangle of the symmetric f (half the pairs).
+    if y is None:
+        # Only the total is needed: TOTAL (on the CPU the upper triangle of the symmetric f, half the pairs).
         _launch_pair(_ext.MODE_TOTAL, x, y, wx, wx, kernel, params, exclude_diagonal, out_total=total)
         return total
     rows = torch.empty(n, dtype=torch.float64, device=x.device)
@@ -173,14 +175,8 @@ def pair_sum_with_grad(
     rows = torch.empty(n, dtype=torch.float64, device=x.device)
     grad = torch.empty_like(x)
     w_other = wx if y is None else wy
-    if x.device.type == "cpu":
-        _launch_pair(_ext.MODE_VALUE_GRAD, x, y, wx, w_other, kernel, params, exclude_diagonal,
-                     out_rows=rows, out_total=total, out_grad=grad)
-    else:
-        # The fused mode is CPU-only (csrc common.h): two passes, same outputs.
-        _launch_pair(_ext.MODE_VALUE, x, y, wx, w_other, kernel, params, exclude_diagonal,
-                     out_rows=rows, out_total=total)
-        _launch_pair(_ext.MODE_GRAD, x, y, None, w_other, kernel, params, exclude_diagonal, out_grad=grad)
+    _launch_pair(_ext.MODE_VALUE_GRAD, x, y, wx, w_other, kernel, params, exclude_diagonal,
+                 out_rows=rows, out_total=total, out_grad=grad)
     return total, rows, grad
 
 
@@ -420,7 +416,7 @@ def _sum_with_grad_vjp(E, x, y, wx, wy, rows, gsaved, k, p, excl, g_total, g_row
             gwx = (rows * scale).to(wx.dtype)
         if y is not None and (need[1] or (wy is not None and need[3])):
             if need[1] and wy is not None and need[3] and not torch.is_grad_enabled():
-                # One pass for both y-side pieces (the fused op on the CPU; two passes elsewhere). Only
+                # One engine call for both y-side pieces (VALUE_GRAD). Only
                 # when no graph is being built: its saved pieces are not differentiable from here.
                 _, rows_y, grad_y = pair_sum_with_grad(y, x, wy, wx, k, p, False)
                 gy = grad_y * g_total.to(y.dtype) * wy.unsqueeze(1)

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "latentdiv/engine.h"
+#include "latentdiv/kernels.h"
 
 // ---- bump allocator: every operator new of this process (the schedule's std::vector and aligned
 // buffers included) takes the next free bytes of one arena, `g_gap` bytes after the previous block;
@@ -61,7 +62,7 @@ LATENTDIV_DECLARE_CPU_VARIANT(LD_ISA_NS)  // the variant this driver is built wi
 namespace ld = latentdiv;
 
 template <class T>
-long mismatches(int kernel, int mode, int d, int iterations, unsigned seed) {
+long mismatches(const ld::KernelParams& kernel, int mode, int d, int iterations, unsigned seed) {
   const ArenaMark mark;
   const int n = 45;
   std::mt19937_64 gen(seed);
@@ -78,10 +79,7 @@ long mismatches(int kernel, int mode, int d, int iterations, unsigned seed) {
   a.mode = mode;
   a.self_pairs = 1;
   a.num_threads = 1;
-  a.kernel.kernel = kernel;
-  a.kernel.params[0] = kernel == 4 ? 0.3 : 0.5;  // cramer_wold_approx: {gamma, K}
-  a.kernel.params[1] = 1.0 / 7.0;
-  a.kernel.n_params = kernel == 4 ? 2 : 1;
+  a.kernel = kernel;
   double total0 = 0, total = 0;
   std::vector<double> rows0(n), rows(n);  // [n]
   std::vector<T> grad0(n * d), grad(n * d);  // [n, d]
@@ -163,15 +161,21 @@ int main(int argc, char** argv) {
   for (int i = 2; i < argc; ++i) dims.push_back(std::atoi(argv[i]));
   // One line per case: what, mode, D, dtype, repetitions that differed (summed over 16 inputs: a
   // 1-ulp change of one packed norm moves some outputs for some data only).
+  // Every kernel of the registry (kernels.h), with the parameters its functor gives as an example.
+  const std::vector<ld::KernelParams> kernels = {
+#define LD_EXAMPLE(Functor, Id) ld::Functor::example_params(),
+      LATENTDIV_FOR_EACH_KERNEL(LD_EXAMPLE)
+#undef LD_EXAMPLE
+  };
   for (int d : dims) {
-    for (int kernel : {0, 1, 2, 3, 4}) {  // gaussian, laplacian, imq, energy, cramer_wold_approx
+    for (const ld::KernelParams& kernel : kernels) {
       for (int mode : {static_cast<int>(ld::Mode::kValue), static_cast<int>(ld::Mode::kGrad)}) {
         for (bool f64 : {false, true}) {
           long bad = 0;
           for (unsigned seed = 1; seed <= 16; ++seed)
             bad += f64 ? mismatches<double>(kernel, mode, d, iterations, seed)
                        : mismatches<float>(kernel, mode, d, iterations, seed);
-          std::printf("kernel%d %d %d %s %ld\n", kernel, mode, d, f64 ? "float64" : "float32", bad);
+          std::printf("kernel%d %d %d %s %ld\n", kernel.kernel, mode, d, f64 ? "float64" : "float32", bad);
         }
       }
     }

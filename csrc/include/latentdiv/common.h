@@ -27,10 +27,10 @@ constexpr int kMaxKernelParams = 64;
 enum class Mode : std::int32_t {
   kValue = 0,  // out_rows[i] = sum_j w_j f(r2_ij); *out_total = sum_i wx_i out_rows[i]
   kGrad = 1,   // out_grad[i, :] = sum_j w_j 2 f'(r2_ij) (x_i - y_j)
-  // CPU schedule only (the CUDA schedule returns kUnsupported; the Python layer falls back to one
-  // kValue and one kGrad launch there):
+  // Single passes of the CPU schedule; the CUDA schedule lowers them to kValue / kGrad launches
+  // (csrc/cuda/schedule.h, lower_mode), so every device takes every mode:
   kValueGrad = 2,  // kValue and kGrad in one pass (r2 and f, f' computed once): out_rows, out_total, out_grad
-  kTotal = 3,      // *out_total of kValue only (out_rows unused, may be null); self pairs visit j >= i only
+  kTotal = 3,      // *out_total of kValue only (out_rows unused, may be null); CPU: self pairs visit j >= i only
   // Second-order gradients (docs/second_order.md), every schedule. With d = x_i - y_j and the pair
   // Hessian H_ij = 2 f'(r2_ij) I + 4 f''(r2_ij) d d^T (of f(||d||^2) in d), vx / vy null meaning 0 and
   // wx / wy null meaning ones:

@@ -9,6 +9,9 @@
 
 namespace latentdiv {
 
+// Where a call runs (the `device` argument of the bindings).
+enum class Device : std::int32_t { kCpu = 0, kCuda = 1 };
+
 // CPU instruction-set variants of the schedule, compiled from the same source with different
 // flags (CMakeLists.txt) and chosen at run time, since a wheel cannot assume -march=native.
 enum class CpuIsa : std::int32_t { kAuto = -1, kBaseline = 0, kAvx2 = 1, kAvx512 = 2 };

@@ -1,5 +1,6 @@
-// latentdiv/kernel_scaling.h: how each kernel of kernels.h reads its parameters when the CPU schedule
-// measures distances in other units, so that float32 data of any finite magnitude give float32 results.
+// latentdiv/kernel_scaling.h: the units helpers behind each kernel's scaling rule (the functor's
+// kValuePower and rescale in kernels.h): how a kernel reads its parameters when the CPU schedule measures
+// distances in other units, so that float32 data of any finite magnitude give float32 results.
 //
 // Why: r2 = ||x - y||^2 leaves float32's range long before the points do. At |x| ~ 1.8e19 (D >= 9) it
 // overflows (NaN results), at |x| ~ 1e-19 its terms fall below the smallest normal number and are
@@ -9,9 +10,9 @@
 // is then the same arithmetic, only the exponents change) and folds the factor into the parameters
 // (rescale below) and into the outputs:
 //
-//   f(r2; p) = 2^(value_power e) f(r2 4^-e; rescale(p, e)),
+//   f(r2; p) = 2^(kValuePower e) f(r2 4^-e; rescale(p, e)),
 //
-// so VALUE rows are multiplied by 2^(value_power e) and GRAD rows by 2^((value_power - 1) e) (the slope
+// so VALUE rows are multiplied by 2^(kValuePower e) and GRAD rows by 2^((kValuePower - 1) e) (the slope
 // df/dr2 gains 4^-e, the difference x_i - y_j loses 2^e). At ordinary scales e = 0 and nothing changes.
 //
 // Kernel parameters can also leave float32's range on their own (a bandwidth of 1e-20 for data of
@@ -21,14 +22,14 @@
 // delta at r2 = 0 or a constant for every r2 the frame holds. (Not the Cramer-Wold approximation, whose
 // value at 0 is gamma^(-1/2) itself: it is not clamped.)
 //
-// Adding a kernel: one specialization here (there is no default, so a missing one does not compile).
+// Adding a kernel: its functor declares kValuePower and rescale (kernels.h; there is no default, so a
+// missing one does not compile).
 #pragma once
 
 #include <algorithm>
 #include <cmath>
 
-#include "latentdiv/cw_phi.h"
-#include "latentdiv/kernels.h"
+#include "latentdiv/common.h"
 
 namespace latentdiv {
 
@@ -49,65 +50,5 @@ inline void scale_param(double& v, int pow2, bool clamp, const ParamRange& r) {
   v = std::ldexp(v, pow2);
   if (clamp) v = std::min(std::max(v, r.lo), r.hi);
 }
-
-// Specializations: `value_power` (f scales as length^value_power) and `rescale(p, e, clamp)`, which
-// rewrites p for points divided by 2^e and, when clamp (float pass), keeps it in float's range.
-template <class K>
-struct Scaling;
-
-// exp(-a r2): a in 1 / r2 units.
-template <>
-struct Scaling<Gaussian> {
-  static constexpr int value_power = 0;
-  static void rescale(KernelParams& p, int e, bool clamp) {
-    for (int s = 0; s < p.n_params; ++s) scale_param(p.params[s], 2 * e, clamp, kFloatRate);
-  }
-};
-
-// exp(-b r): b in 1 / r units.
-template <>
-struct Scaling<Laplacian> {
-  static constexpr int value_power = 0;
-  static void rescale(KernelParams& p, int e, bool clamp) {
-    for (int s = 0; s < p.n_params; ++s) scale_param(p.params[s], e, clamp, kFloatRate);
-  }
-};
-
-// c / (c + r2): c in r2 units.
-template <>
-struct Scaling<Imq> {
-  static constexpr int value_power = 0;
-  static void rescale(KernelParams& p, int e, bool clamp) {
-    for (int s = 0; s < p.n_params; ++s) scale_param(p.params[s], -2 * e, clamp, kFloatDenominator);
-  }
-};
-
-// -r: no parameters; the value is a length.
-template <>
-struct Scaling<Energy> {
-  static constexpr int value_power = 1;
-  static void rescale(KernelParams&, int, bool) {}
-};
-
-// (gamma + K r2)^(-1/2): gamma in r2 units (K is a pure number), the value in 1 / length:
-// (gamma 4^-e + K r2 4^-e)^(-1/2) = 2^e f. Not clamped: f(0) = gamma^(-1/2) itself depends on gamma.
-template <>
-struct Scaling<CramerWoldApprox> {
-  static constexpr int value_power = -1;
-  static void rescale(KernelParams& p, int e, bool) {
-    if (p.n_params >= 1) scale_param(p.params[0], -2 * e, false, kNoClamp);
-  }
-};
-
-// phi_D(s_scale r2) (cw_phi.h layout): s_scale in 1 / r2 units, a / s_scale in r2 units; a and the
-// coefficients are pure numbers.
-template <>
-struct Scaling<CramerWoldExact> {
-  static constexpr int value_power = 0;
-  static void rescale(KernelParams& p, int e, bool clamp) {
-    if (p.n_params >= 1) scale_param(p.params[0], 2 * e, clamp, kFloatRate);
-    if (p.n_params >= 5) scale_param(p.params[4], -2 * e, clamp, kFloatDenominator);
-  }
-};
 
 }  // namespace latentdiv
