@@ -261,7 +261,8 @@ void tile_sums(const T* xr, index_t xs,  // [kMR, xs] rows of x
 // near-duplicates, nothing to fix up: returns 0). Otherwise from dot products of the shifted points
 // and their norms; returns a bit mask of the rows with an entry below the direct-difference threshold.
 template <class T>
-unsigned r2_tile(const Packed<T>& X, index_t i0, const Packed<T>& Y, index_t j0, T* R) {
+unsigned r2_tile(const Packed<T>& X, index_t i0, const Packed<T>& Y, index_t j0,
+                 T* R) {  // R: [kMR, kNR], aligned to kVecBytes
   constexpr int L = lanes<T>();
   constexpr int NR = panel_cols<T>();
   const index_t d = X.d, dp = X.dp;
@@ -269,8 +270,8 @@ unsigned r2_tile(const Packed<T>& X, index_t i0, const Packed<T>& Y, index_t j0,
   if (X.direct) {
     tile_sums<true>(X.raw_rows.get() + i0 * d, d, Y.raw_panels.get() + (j0 / NR) * d * NR, d, acc0, acc1);
     for (int r = 0; r < kMR; ++r) {
-      std::memcpy(R + r * NR, &acc0[r], sizeof(T) * L);
-      std::memcpy(R + r * NR + L, &acc1[r], sizeof(T) * L);
+      vstore(R + r * NR, acc0[r]);
+      vstore(R + r * NR + L, acc1[r]);
     }
     return 0u;
   }
@@ -279,9 +280,9 @@ unsigned r2_tile(const Packed<T>& X, index_t i0, const Packed<T>& Y, index_t j0,
   const T* ny = Y.norms.get() + j0;
   unsigned small_rows = 0;
   for (int r = 0; r < kMR; ++r) {
-    T dots[NR];
-    std::memcpy(dots, &acc0[r], sizeof(T) * L);
-    std::memcpy(dots + L, &acc1[r], sizeof(T) * L);
+    alignas(kAlign) T dots[NR];
+    vstore(dots, acc0[r]);
+    vstore(dots + L, acc1[r]);
     const T nxr = nx[r];
     int small = 0;
 #pragma omp simd reduction(| : small)

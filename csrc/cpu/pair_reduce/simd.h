@@ -57,6 +57,12 @@ template <class T>
 inline V<T> vload(const T* p) {  // p aligned to kVecBytes
   return *reinterpret_cast<const V<T>*>(p);
 }
+// A vector store, not std::memcpy from the register: GCC lowers that memcpy as a spill of the
+// accumulators to the stack (cleared beforehand) and a copy in 16-byte pieces.
+template <class T>
+inline void vstore(T* p, V<T> v) {  // p aligned to kVecBytes
+  *reinterpret_cast<V<T>*>(p) = v;
+}
 template <class T, std::size_t... I>
 inline V<T> splat(T s, std::index_sequence<I...>) {
   return V<T>{((void)I, s)...};
@@ -95,6 +101,10 @@ inline V<T> vload(const T* p) {
   V<T> r;
   std::memcpy(r.v, p, sizeof r.v);
   return r;
+}
+template <class T>
+inline void vstore(T* p, const V<T>& v) {
+  std::memcpy(p, v.v, sizeof v.v);
 }
 template <class T>
 inline V<T> vbroadcast(T s) {
