@@ -35,9 +35,9 @@ from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
 import torch
 
 from . import _fused_ops
-from ._registry import _positive, _positive_scales
-from ._validation import (check_choice, check_int, check_pair, check_relative_weights, check_samples,
-                          compute_dtype, nan_if_nonfinite)
+from ._registry import KERNELS, MMD_KERNELS, bandwidth_scales
+from ._validation import (check_choice, check_int, check_pair, check_positive, check_relative_weights,
+                          check_samples, compute_dtype, nan_if_nonfinite)
 from .pairwise import pairwise_sum, pdist
 
 Bandwidth = Union[float, Sequence[float], str, None]
@@ -62,7 +62,7 @@ __all__ = [
 #: The seven IMQ scales of the WAE reference code (tolstikhin/wae ``wae.py``, ``mmd_penalty``).
 WAE_SCALES: Tuple[float, ...] = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
 
-_MMD_KERNELS = ("gaussian", "imq", "laplacian", "energy")
+_MMD_KERNELS = MMD_KERNELS  # derived from the registry (KernelSpec.mmd)
 _ESTIMATORS = ("unbiased", "biased")
 _SQRT_PI = math.sqrt(math.pi)
 
@@ -70,7 +70,7 @@ _SQRT_PI = math.sqrt(math.pi)
 # ---------------------------------------------------------------------------------------------------
 # validation and batching helpers
 # ---------------------------------------------------------------------------------------------------
-# The checks live in _validation (one home for every module); these names are kept for losses.py.
+# The checks live in _validation (one home for every module); short local names for this module.
 _check_samples = check_samples
 _check_choice = check_choice
 
@@ -208,7 +208,7 @@ def kl_normal(
     if logvar.device != mu.device:
         raise ValueError(f"mu and logvar must be on the same device, got {mu.device} and {logvar.device}")
     _check_choice(reduction, "reduction", ("mean", "sum", "none"))
-    max_logvar = _positive(max_logvar, "max_logvar")
+    max_logvar = check_positive(max_logvar, "max_logvar")
     out_dtype = torch.promote_types(mu.dtype, logvar.dtype)
     work = compute_dtype(out_dtype)
     m, lv = mu.to(work), logvar.to(work)
@@ -270,13 +270,17 @@ def default_bandwidth(kernel: str, dim: int) -> float:
     kernel of typical pairs is :math:`e^{-D}`: at D = 64 the loss and its gradient vanished (~1e-16)
     even for latents far from the prior, and were exactly 0 at D = 256.
     """
-    check_choice(kernel, "kernel", ("gaussian", "laplacian", "imq"))
+    check_choice(kernel, "kernel", _MMD_BANDWIDTH_KERNELS)
     return _default_bandwidth(kernel, check_int(dim, "dim", 1))
 
 
+# The mmd kernels that have a bandwidth (KernelSpec.bandwidth_units): those default_bandwidth knows.
+_MMD_BANDWIDTH_KERNELS = tuple(k for k in MMD_KERNELS if KERNELS[k].bandwidth_units is not None)
+
+
 def _default_bandwidth(kernel: str, dim: Any) -> Any:
-    # dim may be a torch.SymInt under torch.compile(dynamic=True): ** 0.5 stays symbolic (math.sqrt would not).
-    return 2.0 * dim if kernel == "imq" else (2.0 * dim) ** 0.5
+    # dim may be a torch.SymInt under torch.compile(dynamic=True): the units' rule stays symbolic.
+    return KERNELS[kernel].default_bandwidth(dim)
 
 
 # The presets of mmd and MMDLoss, in one place: kernel, estimator, and the bandwidth(s) as a function of D.
@@ -302,12 +306,13 @@ def _check_mmd_args(kernel: Any, bandwidth: Any, scales: Any, estimator: Any, pr
         return _PRESETS[preset]["kernel"], _PRESETS[preset]["estimator"]
     kernel = "gaussian" if kernel is None else check_choice(kernel, "kernel", _MMD_KERNELS)
     estimator = "unbiased" if estimator is None else check_choice(estimator, "estimator", _ESTIMATORS)
-    if kernel == "energy":
+    spec = KERNELS[kernel]
+    if spec.bandwidth_units is None:  # energy: k = -r has no scale
         if bandwidth is not None:
-            raise ValueError(f"bandwidth is meaningless for kernel='energy' (k = -r has no scale); "
+            raise ValueError(f"bandwidth is meaningless for kernel={kernel!r} (k = {spec.formula_text} has no scale); "
                              f"leave it None, got {bandwidth!r}")
         if scales is not None:
-            raise ValueError("scales is meaningless for kernel='energy' (no bandwidth); leave it None")
+            raise ValueError(f"scales is meaningless for kernel={kernel!r} (no bandwidth); leave it None")
         return kernel, estimator
     if isinstance(bandwidth, str):
         if bandwidth != "median":
@@ -315,13 +320,13 @@ def _check_mmd_args(kernel: Any, bandwidth: Any, scales: Any, estimator: Any, pr
                              f"got {bandwidth!r}")
     elif bandwidth is not None:
         # Values only: a bandwidth tensor that requires grad is differentiated by pairwise_sum.
-        _positive_scales(bandwidth.detach() if isinstance(bandwidth, torch.Tensor) else bandwidth, "bandwidth")
+        bandwidth_scales(bandwidth.detach() if isinstance(bandwidth, torch.Tensor) else bandwidth, "bandwidth")
     if scales is not None:
         if bandwidth is not None and not isinstance(bandwidth, str) and (
                 not isinstance(bandwidth, numbers.Real) or isinstance(bandwidth, bool)):
             raise TypeError("scales multiplies a single bandwidth: give bandwidth as one positive number "
                             f"(or 'median' or None), got {type(bandwidth).__name__}")
-        _positive_scales(scales, "scales")
+        bandwidth_scales(scales, "scales")
     return kernel, estimator
 
 
@@ -331,18 +336,18 @@ def _mmd_bandwidth(kernel: str, bandwidth: Any, scales: Optional[Sequence[float]
     checked by :func:`_check_mmd_args`. ``"median"`` needs the data (x, y)."""
     if preset is not None:
         return _PRESETS[preset]["bandwidth"](dim)
-    if kernel == "energy":
-        return 1.0  # unused by the kernel
+    if KERNELS[kernel].bandwidth_units is None:
+        return 1.0  # unused by the kernel (energy)
     if bandwidth is None:
         bandwidth = _default_bandwidth(kernel, dim)
     elif isinstance(bandwidth, str):  # "median"
         med = median_bandwidth(x, y)
-        # The kernel's own units: h is a distance for gaussian/laplacian, C a squared distance for imq.
-        bandwidth = med * med if kernel == "imq" else med
+        # The kernel's own units (KernelSpec.bandwidth_units): h = med for a distance, C = med^2 for imq.
+        bandwidth = KERNELS[kernel].bandwidth_from_distance(med)
     if scales is None:
         return bandwidth
-    base = _positive(bandwidth, "bandwidth")
-    return tuple(base * s for s in _positive_scales(scales, "scales"))
+    base = check_positive(bandwidth, "bandwidth")
+    return tuple(base * s for s in bandwidth_scales(scales, "scales"))
 
 
 def _mmd_prior_closed_form(kernel: str, bandwidth: Any, preset: Optional[str]) -> bool:
@@ -427,7 +432,7 @@ def mmd(
         if kernel == "energy":
             impl = lambda x, weights_x: _energy_impl(x, None, weights_x, None, unbiased)  # noqa: E731
         else:
-            hs = _positive_scales(bw, "bandwidth")
+            hs = bandwidth_scales(bw, "bandwidth")
             impl = lambda x, weights_x: _mmd_to_normal_impl(x, weights_x, hs, unbiased)  # noqa: E731
         if x.dim() == 3:
             return _map_batch(impl, x, dict(weights_x=weights_x), dict(weights_x=2))
@@ -486,7 +491,7 @@ def mmd_to_normal(
     if isinstance(bandwidth, str):
         raise TypeError("mmd_to_normal needs a numeric bandwidth (no data-dependent heuristic against the "
                         f"fixed target), got {bandwidth!r}")
-    hs = _positive_scales(_default_bandwidth("gaussian", z.shape[-1]) if bandwidth is None else bandwidth,
+    hs = bandwidth_scales(_default_bandwidth("gaussian", z.shape[-1]) if bandwidth is None else bandwidth,
                           "bandwidth")
     if z.dim() == 3:
         return _map_batch(_mmd_to_normal_impl, z, dict(weights=weights), dict(weights=2), hs=hs, unbiased=unbiased)
@@ -571,7 +576,7 @@ def cramer_wold(
     _check_w(weights_y, "weights_y", y, "y")
     if gamma is None:
         gamma = default_gamma(x.shape[-2])
-    gamma = _positive(gamma, "gamma")
+    gamma = check_positive(gamma, "gamma")
     dim = x.shape[-1]
     if phi == "approx" and dim < 2:
         raise ValueError(f"phi='approx' needs D >= 2 (its 1/(2D-3) factor), got D = {dim}; use phi='exact'")
@@ -632,7 +637,7 @@ def cwae_loss(
     rounding of the fitted kernel, which eps absorbs); with the approximate phi the log guard is the
     reference's own.
     """
-    eps = _positive(eps, "eps")
+    eps = check_positive(eps, "eps")
     d2 = cramer_wold(z, None, gamma=gamma, phi=phi, weights_x=weights)
     return torch.log(d2 + eps)
 
