@@ -35,7 +35,7 @@ from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
 import torch
 
 from . import _fused_ops
-from ._registry import KERNELS, MMD_KERNELS, bandwidth_scales
+from ._registry import KERNELS, MMD_KERNELS, bandwidth_scales, kernels_doc
 from ._validation import (check_choice, check_int, check_pair, check_positive, check_relative_weights,
                           check_samples, compute_dtype, nan_if_nonfinite)
 from .pairwise import pairwise_sum, pdist
@@ -385,10 +385,13 @@ def mmd(
     form against N(0, I): then y=None is a ValueError; pass a prior sample ``y=torch.randn_like(x)``
     as the WAE code does (or use :class:`~latentdiv.losses.MMDLoss`, which draws one).
 
-    Kernels (the names and bandwidth meaning of :func:`latentdiv.pairwise_sum`, h = ``bandwidth``):
-    ``"gaussian"`` :math:`e^{-r^2/(2h^2)}` (default), ``"imq"`` :math:`h/(h + r^2)` (h = C, a squared
-    distance), ``"laplacian"`` :math:`e^{-r/h}`, ``"energy"`` :math:`-r` (then MMD^2 is the energy
-    distance; no bandwidth: passing one is an error). ``bandwidth`` may be a sequence (the kernel
+    Kernels (the names and bandwidth meaning of :func:`latentdiv.pairwise_sum`, h = ``bandwidth``;
+    default ``"gaussian"``; the registry's kernels with ``KernelSpec.mmd``):
+
+{mmd_kernels}
+
+    With ``"energy"`` MMD^2 is the energy distance; a kernel without a bandwidth takes none (passing
+    one is an error). For ``"imq"`` h = C is a squared distance. ``bandwidth`` may be a sequence (the kernel
     summed over the scales, one pass over the pairs) or ``"median"`` (:func:`median_bandwidth` of
     the pooled sample, in the kernel's units: h = median distance, C = its square for imq; not
     traceable by torch.compile). ``scales`` multiplies one bandwidth: the kernel is summed over
@@ -444,6 +447,10 @@ def mmd(
                           dict(y=3, weights_x=2, weights_y=2), kernel=kernel, bandwidth=bandwidth,
                           scales=scales, unbiased=unbiased, preset=preset)
     return _mmd_impl(x, y, weights_x, weights_y, kernel, bandwidth, scales, unbiased, preset)
+
+
+if mmd.__doc__:  # None under python -OO
+    mmd.__doc__ = mmd.__doc__.replace("{mmd_kernels}", kernels_doc(MMD_KERNELS))
 
 
 def _mmd_impl(x, y, weights_x, weights_y, kernel, bandwidth, scales, unbiased, preset):

@@ -107,7 +107,7 @@ class KLNormalLoss(nn.Module):
 
 
 class MMDLoss(_SampleLoss):
-    r"""Squared MMD (:func:`latentdiv.functional.mmd`): kernels gaussian / imq / laplacian / energy,
+    r"""Squared MMD (:func:`latentdiv.functional.mmd`): the kernels ``mmd`` accepts (gaussian by default),
     multi-scale bandwidths, presets ``"wae"`` and ``"infovae"``, unbiased or biased estimator.
 
     ``loss(x, y)`` compares two samples. ``loss(x)`` compares x with N(0, I): in closed form
