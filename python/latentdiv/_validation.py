@@ -264,6 +264,44 @@ def check_relative_weights(w: Any, name: str, points: torch.Tensor, points_name:
     return w
 
 
+def check_second_sample(x: torch.Tensor, y: Optional[torch.Tensor], min_rows: int = 1, why: str = "") -> None:
+    """None, or a second loss sample y for x ((n, D) or (B, n, D)): (m, D) (shared by a batch) or (B, m, D)."""
+    if y is None:
+        return
+    check_samples(y, "y", min_rows, why)
+    check_pair(x, y)
+    if x.dim() == 2 and y.dim() == 3:
+        raise ValueError(f"y is batched (B, m, D) but x is not: got x.shape={tuple(x.shape)}, y.shape={tuple(y.shape)}")
+    if x.dim() == 3 and y.dim() == 3 and y.shape[0] != x.shape[0]:
+        raise ValueError(f"x and y must have the same batch size B, got x.shape={tuple(x.shape)}, y.shape={tuple(y.shape)}")
+
+
+def check_loss_weights(w: Optional[torch.Tensor], name: str, points: Optional[torch.Tensor], points_name: str,
+                       unbiased: bool = False) -> None:
+    """None, or the relative weights of a loss sample (:func:`check_relative_weights`); ``unbiased``: the
+    U-statistic needs two positive weights."""
+    if w is None:
+        return
+    if points is None:
+        raise ValueError(f"{name} was given but {points_name} is None")
+    check_relative_weights(w, name, points, points_name, 2 if unbiased else 1,
+                           " by the unbiased estimator (use estimator='biased')" if unbiased else "")
+
+
+def check_directions(projections: torch.Tensor) -> None:  # [L, D]
+    """Each row is a direction: finite and non-zero (a zero row used to give the constant 1.0)."""
+    if torch.compiler.is_compiling() or projections.device.type == "meta":
+        return
+    p = projections.detach()
+    bad = ~torch.isfinite(p).all(dim=1)
+    if bool(bad.any()):
+        raise ValueError(f"projections must be finite; row {int(bad.nonzero()[0, 0])} holds NaN or inf")
+    zero = (p == 0).all(dim=1)
+    if bool(zero.any()):
+        raise ValueError(f"projections rows are directions and must be non-zero; row {int(zero.nonzero()[0, 0])} "
+                         "is all zeros")
+
+
 def _first_bad(mask: torch.Tensor) -> Any:
     idx = mask.nonzero()[0].tolist()
     return idx[0] if len(idx) == 1 else tuple(idx)

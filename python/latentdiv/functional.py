@@ -36,8 +36,8 @@ import torch
 
 from . import _fused_ops
 from ._registry import KERNELS, MMD_KERNELS, bandwidth_scales, kernels_doc
-from ._validation import (check_choice, check_int, check_pair, check_positive, check_relative_weights,
-                          check_samples, compute_dtype, nan_if_nonfinite)
+from ._validation import (check_choice, check_directions, check_int, check_loss_weights, check_positive,
+                          check_samples, check_second_sample, compute_dtype, nan_if_nonfinite)
 from .pairwise import pairwise_sum, pdist
 
 Bandwidth = Union[float, Sequence[float], str, None]
@@ -73,27 +73,9 @@ _SQRT_PI = math.sqrt(math.pi)
 # The checks live in _validation (one home for every module); short local names for this module.
 _check_samples = check_samples
 _check_choice = check_choice
-
-
-def _check_y(x: torch.Tensor, y: Optional[torch.Tensor], min_rows: int = 1, why: str = "") -> None:
-    if y is None:
-        return
-    _check_samples(y, "y", min_rows, why)
-    check_pair(x, y)
-    if x.dim() == 2 and y.dim() == 3:
-        raise ValueError(f"y is batched (B, m, D) but x is not: got x.shape={tuple(x.shape)}, y.shape={tuple(y.shape)}")
-    if x.dim() == 3 and y.dim() == 3 and y.shape[0] != x.shape[0]:
-        raise ValueError(f"x and y must have the same batch size B, got x.shape={tuple(x.shape)}, y.shape={tuple(y.shape)}")
-
-
-def _check_w(w: Optional[torch.Tensor], name: str, points: Optional[torch.Tensor], points_name: str,
-             unbiased: bool = False) -> None:
-    if w is None:
-        return
-    if points is None:
-        raise ValueError(f"{name} was given but {points_name} is None")
-    check_relative_weights(w, name, points, points_name, 2 if unbiased else 1,
-                           " by the unbiased estimator (use estimator='biased')" if unbiased else "")
+_check_y = check_second_sample
+_check_w = check_loss_weights
+_check_directions = check_directions
 
 
 def _map_batch(fn: Callable[..., torch.Tensor], x: torch.Tensor, tensors: Dict[str, Optional[torch.Tensor]],
@@ -797,20 +779,6 @@ def sliced_wasserstein(
         return _map_batch(_sliced_impl, x, dict(y=y, weights_x=weights_x, weights_y=weights_y),
                           dict(y=3, weights_x=2, weights_y=2), theta=theta)
     return _sliced_impl(x, y, weights_x, weights_y, theta)
-
-
-def _check_directions(projections: torch.Tensor) -> None:  # [L, D]
-    """Each row is a direction: finite and non-zero (a zero row used to give the constant 1.0)."""
-    if torch.compiler.is_compiling() or projections.device.type == "meta":
-        return
-    p = projections.detach()
-    bad = ~torch.isfinite(p).all(dim=1)
-    if bool(bad.any()):
-        raise ValueError(f"projections must be finite; row {int(bad.nonzero()[0, 0])} holds NaN or inf")
-    zero = (p == 0).all(dim=1)
-    if bool(zero.any()):
-        raise ValueError(f"projections rows are directions and must be non-zero; row {int(zero.nonzero()[0, 0])} "
-                         "is all zeros")
 
 
 def _sorted_projections(x: torch.Tensor, w: Optional[torch.Tensor], theta: torch.Tensor):
