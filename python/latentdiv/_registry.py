@@ -14,8 +14,9 @@ Adding a kernel = one functor in ``csrc/include/latentdiv/kernels.h`` (+ its lin
 
 from __future__ import annotations
 
-import sys
+import functools
 import numbers
+import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Optional, Tuple
 
@@ -26,27 +27,28 @@ from ._validation import check_positive, check_positive_scales
 MAX_PARAMS = 64  # kMaxKernelParams in common.h
 
 
-def bandwidth_scales(bandwidth: Any, name: str = "bandwidth") -> Tuple[float, ...]:
-    """A positive finite bandwidth or a non-empty sequence of them (a multi-scale sum), at most
-    MAX_PARAMS (the engine's parameter limit)."""
-    return check_positive_scales(bandwidth, name, MAX_PARAMS)
+#: bandwidth_scales(bandwidth, name="bandwidth"): a positive finite bandwidth or a non-empty sequence of
+#: them (a multi-scale sum), at most MAX_PARAMS (the engine's parameter limit). A partial, not a wrapper
+#: function: it is on every loss call's path.
+bandwidth_scales = functools.partial(check_positive_scales, max_count=MAX_PARAMS)
 
 
 @dataclass(frozen=True)
 class Units:
-    """What a bandwidth measures, and so how it is derived from a distance between points."""
+    """What a bandwidth measures: a distance to the power ``power`` (1: a distance h, k_h(r) = k_1(r / h);
+    2: a squared distance C, k_C(r) = k_1(r / sqrt(C))). The bandwidth of the scale r is r ** power."""
 
     name: str
-    from_distance: Callable[[Any], Any]          # r -> the bandwidth whose scale is the distance r
-    from_squared_distance: Callable[[Any], Any]  # r^2 -> the same (exact for r^2 = 2D: no sqrt rounding)
-    # s(h) with k_h(x, y) = k_1(x / s(h), y / s(h)): the points' scale for a bandwidth tensor h.
+    power: float
+    # s(h) = h ** (1 / power), with k_h(x, y) = k_1(x / s(h), y / s(h)): the points' scale for a
+    # bandwidth tensor h (written out, so that e.g. sqrt keeps torch's own derivative formula).
     point_scale: Callable[[torch.Tensor], torch.Tensor]
 
 
 #: h is a distance: k_h(r) = k_1(r / h) (gaussian, laplacian).
-DISTANCE = Units("distance", lambda r: r, lambda r2: r2 ** 0.5, lambda h: h)
+DISTANCE = Units("distance", 1.0, lambda h: h)
 #: C is a squared distance: k_C(r) = k_1(r / sqrt(C)) (imq, C = h^2).
-SQUARED_DISTANCE = Units("squared distance", lambda r: r * r, lambda r2: r2, torch.sqrt)
+SQUARED_DISTANCE = Units("squared distance", 2.0, torch.sqrt)
 
 
 @dataclass(frozen=True)
@@ -93,6 +95,9 @@ class KernelSpec:
     min_dim: int = 1
     doc: str = ""  # f and its parameters in a phrase: its line in the public docstrings' kernel lists
     bandwidth_units: Optional[Units] = None  # the units of the "bandwidth" parameter (None: it has none)
+    # The extra keyword arguments the kernel accepts: its parameters other than the bandwidth (derived
+    # once here, read at every pairwise_sum call).
+    options: Tuple[str, ...] = field(init=False)
 
     def __post_init__(self) -> None:
         has_bandwidth = any(p.name == "bandwidth" for p in self.parameters)
@@ -102,11 +107,7 @@ class KernelSpec:
             raise ValueError(f"KernelSpec {self.name!r}: a 'bandwidth' parameter and bandwidth_units go together")
         if not self.examples:
             raise ValueError(f"KernelSpec {self.name!r} needs at least one example (the tests' cases)")
-
-    @property
-    def options(self) -> Tuple[str, ...]:
-        """The extra keyword arguments the kernel accepts (its parameters other than the bandwidth)."""
-        return tuple(p.name for p in self.parameters if p.name != "bandwidth")
+        object.__setattr__(self, "options", tuple(p.name for p in self.parameters if p.name != "bandwidth"))
 
     @property
     def bandwidth_scale(self) -> Optional[Callable[[torch.Tensor], torch.Tensor]]:
@@ -121,13 +122,13 @@ class KernelSpec:
         distance. ``dim`` may be a torch.SymInt under torch.compile(dynamic=True) (** stays symbolic)."""
         if self.bandwidth_units is None:
             raise ValueError(f"kernel {self.name!r} has no bandwidth")
-        return self.bandwidth_units.from_squared_distance(2.0 * dim)
+        return (2.0 * dim) ** (0.5 * self.bandwidth_units.power)  # exact for the power 2: (2D) ** 1.0
 
     def bandwidth_from_distance(self, r: float) -> float:
         """The bandwidth whose scale is the distance r (``bandwidth="median"``: r = the median distance)."""
         if self.bandwidth_units is None:
             raise ValueError(f"kernel {self.name!r} has no bandwidth")
-        return self.bandwidth_units.from_distance(r)
+        return r ** self.bandwidth_units.power
 
 
 def _gaussian_params(bandwidth, dim, options):

@@ -102,7 +102,7 @@ def check_positive(value: Any, name: str) -> float:
     return v
 
 
-def check_positive_scales(value: Any, name: str, max_count: Optional[int] = None) -> Tuple[float, ...]:
+def check_positive_scales(value: Any, name: str = "bandwidth", max_count: Optional[int] = None) -> Tuple[float, ...]:
     """A positive finite number or a non-empty sequence (or tensor) of them, at most ``max_count``:
     a bandwidth or a list of scales summed over. Returns a tuple of Python floats."""
     if isinstance(value, torch.Tensor):

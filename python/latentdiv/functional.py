@@ -261,8 +261,9 @@ _MMD_BANDWIDTH_KERNELS = tuple(k for k in MMD_KERNELS if KERNELS[k].bandwidth_un
 
 
 def _default_bandwidth(kernel: str, dim: Any) -> Any:
+    # KernelSpec.default_bandwidth without its method call (this is on every default-bandwidth call).
     # dim may be a torch.SymInt under torch.compile(dynamic=True): the units' rule stays symbolic.
-    return KERNELS[kernel].default_bandwidth(dim)
+    return (2.0 * dim) ** (0.5 * KERNELS[kernel].bandwidth_units.power)
 
 
 # The presets of mmd and MMDLoss, in one place: kernel, estimator, and the bandwidth(s) as a function of D.
