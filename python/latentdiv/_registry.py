@@ -214,6 +214,23 @@ def _cw_exact_formula(r, bandwidth, dim, options):
     return special.phi_cw(r * r / (4.0 * gamma), d)
 
 
+# A new kernel's entry (after its functor and LATENTDIV_FOR_EACH_KERNEL line in kernels.h), e.g. for
+# a kernel f(r) = 1 / (1 + r^2 / h^2) with a distance bandwidth h:
+#
+#     def _new_params(bandwidth, dim, options):    # the engine's params, in the functor's order
+#         return tuple(1.0 / (h * h) for h in bandwidth_scales(bandwidth))
+#
+#     def _new_formula(r, bandwidth, dim, options):  # float64 torch, from the user's arguments
+#         return sum(1.0 / (1.0 + (r / h) ** 2) for h in bandwidth_scales(bandwidth))
+#
+#     KernelSpec("new", <its id in the X-macro>, "<Functor>", _new_params, _new_formula,
+#                formula_text="1 / (1 + r^2 / h^2)",
+#                parameters=(_bandwidth("h", DISTANCE, "`bandwidth` h (or a list)"),),
+#                bandwidth_units=DISTANCE, mmd=True,           # mmd takes it, default h = sqrt(2D)
+#                examples=((1.3, {}), ([0.5, 2.0, 7.0], {})),  # the cases of every kernel test
+#                doc="1 / (1 + r^2 / h^2), summed over the bandwidths h")
+#
+# Then run tests/test_registry.py: it prints the rows to add to the kernel tables of README.md and docs/.
 _WAE_SEVEN = [0.2, 0.4, 1.0, 2.0, 4.0, 10.0, 20.0]  # WAE's seven scales (C = 2D x WAE_SCALES at D = 1)
 _CW_PARAMETERS = (
     KernelParameter("gamma", "gamma", "squared distance", "`gamma=`"),
