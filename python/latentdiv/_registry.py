@@ -49,6 +49,7 @@ class Units:
 DISTANCE = Units("distance", 1.0, lambda h: h)
 #: C is a squared distance: k_C(r) = k_1(r / sqrt(C)) (imq, C = h^2).
 SQUARED_DISTANCE = Units("squared distance", 2.0, torch.sqrt)
+_UNITS = {u.name: u for u in (DISTANCE, SQUARED_DISTANCE)}
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,8 @@ class KernelSpec:
     function of the distance r (from a difference-based cdist, whose gradient is 0 at r = 0);
     ``formula_text`` is the same f in plain text (the docs' tables are checked against it).
     ``parameters``: what ``pairwise_sum`` takes besides the points (a ``"bandwidth"`` entry, if any,
-    is a scale of the points in ``bandwidth_units``; the other entries are the keyword ``options``).
+    is a scale of the points in its units, :data:`DISTANCE` or :data:`SQUARED_DISTANCE`, which become
+    ``bandwidth_units``; the other entries are the keyword ``options``).
     ``mmd``: whether :func:`latentdiv.mmd` / ``MMDLoss`` accept it (then a kernel with a bandwidth
     defaults to the prior's median heuristic in its units, :meth:`default_bandwidth`).
     ``examples``: (bandwidth, options) argument sets in the kernel's usual range, the cases every
@@ -94,19 +96,22 @@ class KernelSpec:
     examples: Tuple[Tuple[Any, Dict[str, Any]], ...] = field(compare=False)  # test data: not part of identity
     min_dim: int = 1
     doc: str = ""  # f and its parameters in a phrase: its line in the public docstrings' kernel lists
-    bandwidth_units: Optional[Units] = None  # the units of the "bandwidth" parameter (None: it has none)
-    # The extra keyword arguments the kernel accepts: its parameters other than the bandwidth (derived
-    # once here, read at every pairwise_sum call).
+    # Derived once from ``parameters`` (read at every call): the units of the "bandwidth" parameter
+    # (None: the kernel has none), and the extra keyword arguments it accepts (the other parameters).
+    bandwidth_units: Optional[Units] = field(init=False)
     options: Tuple[str, ...] = field(init=False)
 
     def __post_init__(self) -> None:
-        has_bandwidth = any(p.name == "bandwidth" for p in self.parameters)
-        if has_bandwidth != (self.bandwidth_units is not None) or (
-                has_bandwidth and next(p for p in self.parameters if p.name == "bandwidth").units
-                != self.bandwidth_units.name):
-            raise ValueError(f"KernelSpec {self.name!r}: a 'bandwidth' parameter and bandwidth_units go together")
+        bandwidth = [p for p in self.parameters if p.name == "bandwidth"]
+        units = None
+        if bandwidth:
+            units = _UNITS.get(bandwidth[0].units)
+            if units is None:
+                raise ValueError(f"KernelSpec {self.name!r}: a bandwidth is in one of {sorted(_UNITS)}, "
+                                 f"got {bandwidth[0].units!r}")
         if not self.examples:
             raise ValueError(f"KernelSpec {self.name!r} needs at least one example (the tests' cases)")
+        object.__setattr__(self, "bandwidth_units", units)
         object.__setattr__(self, "options", tuple(p.name for p in self.parameters if p.name != "bandwidth"))
 
     @property
@@ -128,7 +133,8 @@ class KernelSpec:
         """The bandwidth whose scale is the distance r (``bandwidth="median"``: r = the median distance)."""
         if self.bandwidth_units is None:
             raise ValueError(f"kernel {self.name!r} has no bandwidth")
-        return r ** self.bandwidth_units.power
+        p = self.bandwidth_units.power
+        return r if p == 1.0 else r * r if p == 2.0 else r ** p  # r * r: exact (r ** 2.0 may round differently)
 
 
 def _gaussian_params(bandwidth, dim, options):
@@ -226,7 +232,7 @@ def _cw_exact_formula(r, bandwidth, dim, options):
 #     KernelSpec("new", <its id in the X-macro>, "<Functor>", _new_params, _new_formula,
 #                formula_text="1 / (1 + r^2 / h^2)",
 #                parameters=(_bandwidth("h", DISTANCE, "`bandwidth` h (or a list)"),),
-#                bandwidth_units=DISTANCE, mmd=True,           # mmd takes it, default h = sqrt(2D)
+#                mmd=True,           # mmd takes it, default h = sqrt(2D)
 #                examples=((1.3, {}), ([0.5, 2.0, 7.0], {})),  # the cases of every kernel test
 #                doc="1 / (1 + r^2 / h^2), summed over the bandwidths h")
 #
@@ -244,14 +250,14 @@ KERNELS: Dict[str, KernelSpec] = {
             "gaussian", 0, "Gaussian", _gaussian_params, _gaussian_formula,
             formula_text="exp(-r^2 / (2 h^2))",
             parameters=(_bandwidth("h", DISTANCE, "`bandwidth` h (or a list: summed)"),),
-            bandwidth_units=DISTANCE, mmd=True,
+            mmd=True,
             examples=((1.3, {}), ([0.5, 2.0, 7.0], {})),
             doc="exp(-r^2 / (2 h^2)), summed over the bandwidths h"),
         KernelSpec(
             "laplacian", 1, "Laplacian", _laplacian_params, _laplacian_formula,
             formula_text="exp(-r / h)",
             parameters=(_bandwidth("h", DISTANCE, "`bandwidth` h (or a list)"),),
-            bandwidth_units=DISTANCE, mmd=True,
+            mmd=True,
             examples=((1.1, {}), ([0.4, 3.0], {})),
             doc="exp(-r / h), summed over the bandwidths h"),
         KernelSpec(
@@ -259,7 +265,7 @@ KERNELS: Dict[str, KernelSpec] = {
             formula_text="h / (h + r^2)",
             parameters=(_bandwidth("h", SQUARED_DISTANCE, "`bandwidth` h (or a list; WAE uses C = 2 D sigma^2 x "
                                                           "{.1,.2,.5,1,2,5,10})"),),
-            bandwidth_units=SQUARED_DISTANCE, mmd=True,
+            mmd=True,
             examples=((2.0, {}), (_WAE_SEVEN, {})),
             doc="h / (h + r^2) (inverse multiquadric, WAE), summed over the bandwidths h"),
         KernelSpec(
