@@ -1,18 +1,24 @@
-"""Kernel argument sets the tests iterate over: every registry kernel, single- and multi-scale."""
+"""Kernel argument sets the tests iterate over, derived from the registry: every kernel's
+``KernelSpec.examples`` (single- and multi-scale bandwidths, its options), so a kernel added to
+``latentdiv._registry.KERNELS`` is covered by every test that uses these cases with no edit here."""
 
 from latentdiv import KERNELS
 
 # (kernel, bandwidth, extra keyword options, minimum D)
 KERNEL_CASES = [
-    ("gaussian", 1.3, {}, 1),
-    ("gaussian", [0.5, 2.0, 7.0], {}, 1),
-    ("laplacian", 1.1, {}, 1),
-    ("laplacian", [0.4, 3.0], {}, 1),
-    ("imq", 2.0, {}, 1),
-    ("imq", [0.2, 0.4, 1.0, 2.0, 4.0, 10.0, 20.0], {}, 1),  # WAE's seven scales
-    ("energy", 1.0, {}, 1),
-    ("cramer_wold_approx", 1.0, {"gamma": 0.3}, 2),
-    ("cramer_wold", 1.0, {"gamma": 0.3}, 1),
+    (name, bandwidth, dict(options), spec.min_dim)
+    for name, spec in KERNELS.items()
+    for bandwidth, options in spec.examples
+]
+
+# The kernels pairwise_sum can differentiate with respect to a bandwidth tensor (a scale of the points).
+BANDWIDTH_KERNELS = [name for name, spec in KERNELS.items() if spec.bandwidth_scale is not None]
+
+# The cases mmd accepts, as mmd's arguments: (kernel, bandwidth), bandwidth None for a kernel without one.
+MMD_CASES = [
+    (name, None if KERNELS[name].bandwidth_units is None else bandwidth)
+    for name, bandwidth, options, _ in KERNEL_CASES
+    if KERNELS[name].mmd and not options
 ]
 
 assert {case[0] for case in KERNEL_CASES} == set(KERNELS), "every registry kernel must have a test case"

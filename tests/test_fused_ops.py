@@ -11,6 +11,9 @@ import torch
 
 import latentdiv
 from latentdiv import _ext, _fused_ops, special
+from latentdiv._registry import get_kernel, kernel_params
+
+from kernel_cases import KERNEL_CASES, case_id
 
 pytestmark = pytest.mark.skipif(not _ext.compiled_available(), reason="needs the compiled engine")
 
@@ -229,8 +232,8 @@ def test_pair_terms_rejects_bad_descriptors():
 
 # ---- the triangle schedule of self pairs with gradient (Mode::kValueGradTriangle) --------------------------
 MODE_VALUE_GRAD_TRIANGLE = _ext.MODE_VALUE_GRAD_TRIANGLE
-TRIANGLE_KERNELS = [("gaussian", [1.3]), ("imq", [0.2, 1.0, 20.0]), ("laplacian", [0.4, 3.0]), ("energy", []),
-                    ("cramer_wold_approx", [0.3, 1.0 / 7.0])]
+# (case id, kernel, engine params) for every registry kernel case (tests/kernel_cases.py), at D = 8.
+TRIANGLE_KERNELS = [(case_id(c), c[0], list(kernel_params(get_kernel(c[0]), c[1], 8, dict(c[2])))) for c in KERNEL_CASES]
 
 
 def _value_grad(mode, x, w, kernel_id, params, exclude_diagonal, threads):
@@ -246,7 +249,7 @@ def _value_grad(mode, x, w, kernel_id, params, exclude_diagonal, threads):
     return total, rows, grad
 
 
-@pytest.mark.parametrize("kernel,params", TRIANGLE_KERNELS, ids=[k for k, _ in TRIANGLE_KERNELS])
+@pytest.mark.parametrize("kernel,params", [k[1:] for k in TRIANGLE_KERNELS], ids=[k[0] for k in TRIANGLE_KERNELS])
 @pytest.mark.parametrize("n", [1, 2, 3, 17, 31, 32, 33, 97, 257])
 @pytest.mark.parametrize("d", [3, 8, 16])
 @pytest.mark.parametrize("weighted,exclude_diagonal", [(False, False), (True, True)])

@@ -17,6 +17,8 @@ import latentdiv
 from latentdiv import _ext, reference
 from latentdiv._registry import get_kernel
 
+from kernel_cases import KERNEL_CASES
+
 pytestmark = pytest.mark.skipif(not _ext.compiled_available(), reason="needs the compiled engine")
 
 ISAS = [isa for isa in ("baseline", "avx2", "avx512")
@@ -25,24 +27,12 @@ ISAS = [isa for isa in ("baseline", "avx2", "avx512")
 TILE = 32  # the widest column panel (AVX-512 float: 2 x 16 lanes)
 SIZES = [1, 2, 3, 17, TILE - 1, TILE, TILE + 1, 257]
 
-CASES = [
-    ("gaussian", 1.3, {}),
-    ("gaussian", [0.5, 2.0, 7.0], {}),
-    ("laplacian", [0.4, 3.0], {}),
-    ("imq", [0.2, 0.4, 1.0, 2.0, 4.0, 10.0, 20.0], {}),
-    ("energy", 1.0, {}),
-    ("cramer_wold_approx", 1.0, {"gamma": 0.3}),
-]
-try:  # the exact Cramer-Wold kernel needs latentdiv.special (merged from main when it exists)
-    from latentdiv import special  # noqa: F401
-
-    CASES.append(("cramer_wold", 1.0, {"gamma": 0.3}))
-except ImportError:  # pragma: no cover - depends on the merge state
-    pass
+# Every registry kernel's cases (tests/kernel_cases.py): (kernel, bandwidth, options, minimum D).
+CASES = KERNEL_CASES
 
 
 def _ids(case):
-    k, bw, _ = case
+    k, bw, _, _ = case
     return f"{k}-{len(bw)}" if isinstance(bw, list) else k
 
 
@@ -97,8 +87,8 @@ def _close(a, b, rtol, what):
 @pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("case", CASES, ids=_ids)
 def test_float64_matches_reference_odd_sizes(isa, case):
-    kernel, bw, opts = case
-    d_values = [1, 2, 3, 8, 64, 65] if not kernel.startswith("cramer_wold_approx") else [2, 3, 8, 64, 65]
+    kernel, bw, opts, min_dim = case
+    d_values = [d for d in (1, 2, 3, 8, 64, 65) if d >= min_dim]
     with _isa(isa):
         for i, n in enumerate(SIZES):
             m = SIZES[(i + 3) % len(SIZES)]
@@ -130,7 +120,9 @@ def _assert_float32_rule(ours, plain, exact, what, eps=1e-6):
 @pytest.mark.parametrize("case", CASES, ids=_ids)
 @pytest.mark.parametrize("d,shift", [(2, 0.0), (64, 0.0), (8, 30.0)], ids=["d2", "d64", "d8-offset"])
 def test_float32_tolerance_rule(isa, case, d, shift):
-    kernel, bw, opts = case
+    kernel, bw, opts, min_dim = case
+    if d < min_dim:
+        pytest.skip(f"{kernel} needs D >= {min_dim}")
     x64, y64 = _points(257, d, 1, shift=shift), _points(200, d, 2, shift=shift + 0.3)
     ve, ge = _value_and_grads(_ref(kernel, bw, opts), [x64, y64])
     x32, y32 = x64.float(), y64.float()
@@ -145,7 +137,7 @@ def test_float32_tolerance_rule(isa, case, d, shift):
 @pytest.mark.skipif(len(ISAS) < 2, reason="needs two usable CPU variants to compare")
 @pytest.mark.parametrize("case", CASES, ids=_ids)
 def test_variants_agree_with_each_other(case):
-    kernel, bw, opts = case
+    kernel, bw, opts, _ = case
     x, y = _points(257, 65, 3).float(), _points(33, 65, 4, shift=0.2).float()
     results = {}
     for isa in ISAS:
@@ -175,7 +167,7 @@ def test_bit_identical_for_1_and_2_threads(isa, dtype):
             torch.set_num_threads(threads)
             with _isa(isa):
                 res = []
-                for kernel, bw, opts in CASES:
+                for kernel, bw, opts, _ in CASES:
                     res.append(_value_and_grads(_ours(kernel, bw, opts), [x, y]))
                     res.append(_value_and_grads(_ours(kernel, bw, opts, True), [x]))
                 pd, gpd = _value_and_grads(lambda a: (latentdiv.pdist(a) * torch.linspace(-1, 1, a.shape[0] * (a.shape[0] - 1) // 2, dtype=a.dtype)).sum(), [x])

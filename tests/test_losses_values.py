@@ -16,6 +16,9 @@ import torch
 
 import latentdiv
 import latentdiv.functional as F
+from latentdiv import KERNELS
+
+from kernel_cases import MMD_CASES
 
 D64 = torch.float64
 
@@ -67,7 +70,7 @@ def test_kl_overflow_guard_is_finite_and_c1():
 # ---------------------------------------------------------------------------------------------------
 # MMD
 # ---------------------------------------------------------------------------------------------------
-def _brute_kernel(r, kernel, h):
+def _brute_kernel(r, kernel, h, dim):
     hs = h if isinstance(h, (tuple, list)) else [h]
     if kernel == "gaussian":
         return sum(torch.exp(-r**2 / (2 * b * b)) for b in hs)
@@ -75,15 +78,21 @@ def _brute_kernel(r, kernel, h):
         return sum(b / (b + r**2) for b in hs)
     if kernel == "laplacian":
         return sum(torch.exp(-r / b) for b in hs)
-    return -r
+    if kernel == "energy":
+        return -r
+    # A kernel without a hand-written formula above: the registry's float64 one.
+    return KERNELS[kernel].formula(r, h, dim, {})
 
 
-@pytest.mark.parametrize("kernel,h", [("gaussian", 1.3), ("gaussian", (0.5, 2.0)), ("imq", 3.0),
-                                      ("laplacian", 2.0), ("energy", None)])
+# Every kernel mmd accepts (KernelSpec.mmd) with its registry examples, and a few other bandwidths.
+MMD_BRUTE_CASES = MMD_CASES + [("gaussian", (0.5, 2.0)), ("imq", 3.0), ("laplacian", 2.0)]
+
+
+@pytest.mark.parametrize("kernel,h", MMD_BRUTE_CASES)
 @pytest.mark.parametrize("estimator", ["unbiased", "biased"])
 def test_mmd_against_brute_force(backend, kernel, h, estimator):
     x, y = torch.randn(17, 3, dtype=D64), 0.5 + torch.randn(11, 3, dtype=D64)
-    kxx, kyy, kxy = (_brute_kernel(_cdist(a, b), kernel, h) for a, b in ((x, x), (y, y), (x, y)))
+    kxx, kyy, kxy = (_brute_kernel(_cdist(a, b), kernel, h, 3) for a, b in ((x, x), (y, y), (x, y)))
     if estimator == "unbiased":
         want = _offdiag_mean(kxx) + _offdiag_mean(kyy) - 2 * kxy.mean()
     else:

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 import latentdiv
-from latentdiv._registry import KERNELS
+from latentdiv._registry import DISTANCE, KERNELS, SQUARED_DISTANCE
 
 from conftest import requires_compiled
 
@@ -29,14 +29,20 @@ FLOAT32_TOL = 2e-5  # where plain torch float32 is not finite
 
 
 def kernel_args(kernel: str, scale: float, dim: int) -> dict:
-    """Kernel arguments that scale with the data (so the float64 answer is the same at every scale)."""
-    if kernel in ("gaussian", "laplacian"):
-        return dict(bandwidth=math.sqrt(dim) * scale)
-    if kernel == "imq":
-        return dict(bandwidth=2.0 * dim * scale * scale)
-    if kernel == "energy":
-        return {}
-    return dict(gamma=0.5 * scale * scale)  # cramer_wold, cramer_wold_approx
+    """Kernel arguments that scale with the data (so the float64 answer is the same at every scale),
+    from the units of the kernel's parameters in the registry."""
+    spec = KERNELS[kernel]
+    args = {}
+    if spec.bandwidth_units is DISTANCE:  # gaussian, laplacian
+        args["bandwidth"] = math.sqrt(dim) * scale
+    elif spec.bandwidth_units is SQUARED_DISTANCE:  # imq
+        args["bandwidth"] = 2.0 * dim * scale * scale
+    for p in spec.parameters:
+        if p.name == "bandwidth" or not p.required:
+            continue
+        assert p.units == "squared distance", f"{kernel}: no scaling rule here for a parameter in {p.units}"
+        args[p.name] = 0.5 * scale * scale  # the Cramer-Wold kernels' gamma
+    return args
 
 
 def dense_sum(x, y, kernel, args, cdist_mode):  # x: [n, D], y: [m, D] -> []

@@ -23,7 +23,7 @@ from torch.autograd import gradcheck, gradgradcheck
 import latentdiv
 from latentdiv import _ext, functional as F, reference
 from latentdiv._registry import get_kernel, kernel_params
-from kernel_cases import KERNEL_CASES, case_id
+from kernel_cases import BANDWIDTH_KERNELS, KERNEL_CASES, case_id
 from conftest import requires_compiled
 
 pytestmark = requires_compiled
@@ -374,7 +374,7 @@ def test_issue10_gradgradcheck_pairwise_sum_and_distances_cvm():
 
 
 # ---- item 6: bandwidth tensors -------------------------------------------------------------------
-@pytest.mark.parametrize("kernel", ["gaussian", "laplacian", "imq"])
+@pytest.mark.parametrize("kernel", BANDWIDTH_KERNELS)  # the registry kernels with a bandwidth
 def test_bandwidth_tensor_gradients(kernel):
     x = _points(4, 2, 61).requires_grad_()
     y = _points(3, 2, 62, 1.2).requires_grad_()
@@ -478,7 +478,8 @@ def test_opcheck_hess_vec_and_the_backward_ops(requires_grad):
     if requires_grad:
         x, y, wy = (t.requires_grad_(True) for t in (x, y, wy))
     torch.library.opcheck(ops.pair_hess_vec, (x.detach(), y.detach(), None, wy.detach(), vx, None, 0, [0.5]))
-    torch.library.opcheck(ops.pair_hess_vec, (x.detach(), None, wx, wx, vx, vx, 5, _params(KERNEL_CASES[-1], 3)[1]))
+    cw_exact = next(c for c in KERNEL_CASES if c[0] == "cramer_wold")  # the fitted phi_D (many params)
+    torch.library.opcheck(ops.pair_hess_vec, (x.detach(), None, wx, wx, vx, vx, *_params(cw_exact, 3)))
     torch.library.opcheck(ops.pair_hess_vec, (x.detach(), y.detach(), wx, None, None, vy, 3, []))
     # pair_rows / pair_grad with inputs that require grad: their registered autograd (second order).
     torch.library.opcheck(ops.pair_rows, (x, y, wy, 2, [1.0, 2.0], False))

@@ -1,13 +1,15 @@
-"""Input checks shared by every public function (the engine primitives, the losses, the normality
-tests and the ``latentdiv check`` CLI): each failure is a TypeError or ValueError that names the
-argument, so a bad call never reaches the engine (no segfault, no silent garbage). This module is the
-one home of these checks; the other modules call it rather than re-implementing them."""
+"""Input checks shared by every public function (the engine primitives, the losses, the special
+functions, the normality tests and the ``latentdiv check`` CLI): each failure is a TypeError or
+ValueError that names the argument, so a bad call never reaches the engine (no segfault, no silent
+garbage). This module is the one home of these checks; the other modules call it rather than
+re-implementing them (the kernel-specific rules, such as the engine's limit on the number of
+bandwidths, are in ``_registry``, built from the helpers here)."""
 
 from __future__ import annotations
 
 import math
 import numbers
-from typing import Any, Optional, Sequence
+from typing import Any, Optional, Sequence, Tuple
 
 import torch
 
@@ -92,6 +94,75 @@ def check_int(value: Any, name: str, minimum: int = 1) -> int:
     return int(value)
 
 
+def check_positive(value: Any, name: str) -> float:
+    """A positive finite real number (never a bool). Returns a Python float."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a positive number, got {type(value).__name__}")
+    v = float(value)
+    if not (math.isfinite(v) and v > 0.0):
+        raise ValueError(f"{name} must be positive and finite, got {v!r}")
+    return v
+
+
+def check_positive_scales(value: Any, name: str = "bandwidth", max_count: Optional[int] = None) -> Tuple[float, ...]:
+    """A positive finite number or a non-empty sequence (or tensor) of them, at most ``max_count``:
+    a bandwidth or a list of scales summed over. Returns a tuple of Python floats."""
+    if isinstance(value, torch.Tensor):
+        if value.requires_grad and torch.is_grad_enabled():
+            # Reached only where the value is used as a constant (pairwise_sum and mmd differentiate a
+            # bandwidth tensor before it gets here): dropping its gradient silently would be wrong.
+            raise ValueError(f"{name} requires grad, but this function uses it as a constant: pass "
+                             f"{name}.detach() (or a float), or use pairwise_sum / mmd with a kernel that has "
+                             "a bandwidth (a scale of the points), which differentiate it")
+        if value.numel() == 0:
+            raise ValueError(f"{name} must not be empty")
+        values = [float(v) for v in value.detach().reshape(-1).tolist()]
+    elif isinstance(value, numbers.Real) and not isinstance(value, bool):
+        values = [float(value)]
+    elif isinstance(value, Sequence) and not isinstance(value, (str, bytes)):
+        values = []
+        for v in value:
+            if not isinstance(v, numbers.Real) or isinstance(v, bool):
+                raise TypeError(f"{name} must be a positive number or a sequence of them, got element {v!r}")
+            values.append(float(v))
+        if not values:
+            raise ValueError(f"{name} must not be an empty sequence")
+    else:
+        raise TypeError(f"{name} must be a positive number or a sequence of them, got {type(value).__name__}")
+    for v in values:
+        # Comparisons rather than math.isfinite: under torch.compile a float argument that changes
+        # between calls becomes a SymFloat, which math.isfinite cannot take (a graph break); the two
+        # comparisons reject NaN, inf and v <= 0 alike and trace as guards.
+        if not (v > 0.0 and v < math.inf):
+            raise ValueError(f"{name} must be positive and finite, got {v!r}")
+    if max_count is not None and len(values) > max_count:
+        raise ValueError(f"{name}: at most {max_count} scales, got {len(values)}")
+    return tuple(values)
+
+
+def check_open_unit(value: Any, name: str) -> float:
+    """A real number strictly between 0 and 1 (a level such as alpha). Returns a Python float."""
+    if not isinstance(value, numbers.Real) or isinstance(value, bool) or not 0 < value < 1:
+        raise ValueError(f"{name} must be in (0, 1), got {value!r}")
+    return float(value)
+
+
+def check_float_tensor(x: Any, name: str) -> torch.Tensor:
+    """Any torch.Tensor with a floating dtype (the elementwise special functions)."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got {x.dtype}")
+    return x
+
+
+def check_real_at_least_one(value: Any, name: str) -> float:
+    """A finite real number >= 1 (a dimension D of a closed form, which need not be an integer)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (value >= 1 and math.isfinite(value)):
+        raise ValueError(f"{name} must be a number >= 1, got {value!r}")
+    return float(value)
+
+
 def check_choice(value: Any, name: str, choices: Sequence[str]) -> str:
     if not isinstance(value, str):
         raise TypeError(f"{name} must be one of {list(choices)}, got {type(value).__name__}")
@@ -117,6 +188,42 @@ def check_samples(t: Any, name: str, min_rows: int = 1, why: str = "") -> torch.
         what = "is empty" if t.shape[-2] == 0 else f"has {t.shape[-2]} sample(s)"
         raise ValueError(f"{name} {what}; at least {min_rows} are needed{why}, shape {tuple(t.shape)}")
     return t
+
+
+def check_member(value: Any, name: str, choices: tuple) -> Any:
+    """``value`` is one of ``choices`` (any values, compared with ==), else a ValueError listing them."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+    return value
+
+
+def check_sample_array(z: Any, name: str, min_rows: int, too_few: str, non_finite: str) -> torch.Tensor:
+    """A data sample given as a torch tensor, numpy array or nested list: real numbers of shape (n, D)
+    with n >= ``min_rows``, D >= 1, every value finite. Returns a contiguous float64 CPU tensor [n, D].
+    ``too_few``: the end of the message for n < min_rows; ``non_finite``: why NaN/inf rows are refused.
+    For the normality tests and the ``latentdiv check`` CLI (the losses take tensors only)."""
+    import numpy as np  # numpy is a dependency; imported here to keep this module's import light
+
+    if isinstance(z, torch.Tensor):
+        if not (z.is_floating_point() or z.dtype in (torch.int32, torch.int64)):
+            raise TypeError(f"{name} must be a real floating tensor of shape (n, D), got dtype {z.dtype}")
+        t = z.detach().to(device="cpu", dtype=torch.float64)
+    elif isinstance(z, np.ndarray) or isinstance(z, (list, tuple)):
+        a = np.asarray(z)
+        if a.dtype.kind not in "fiu":
+            raise TypeError(f"{name} must be a real numeric array of shape (n, D), got dtype {a.dtype}")
+        t = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float64))
+    else:
+        raise TypeError(f"{name} must be a torch.Tensor or numpy array of shape (n, D), got {type(z).__name__}")
+    if t.dim() != 2:
+        raise ValueError(f"{name} must be 2-D with shape (n, D), got shape {tuple(t.shape)}")
+    n, d = t.shape
+    if d < 1:
+        raise ValueError(f"{name} must have D >= 1 columns, got shape {tuple(t.shape)}")
+    if n < min_rows:
+        raise ValueError(f"{name} has {n} row(s); {too_few}")
+    check_finite_rows(t, name, non_finite)
+    return t.contiguous()
 
 
 def _data_checks_possible(t: torch.Tensor) -> bool:
@@ -157,6 +264,44 @@ def check_relative_weights(w: Any, name: str, points: torch.Tensor, points_name:
                 raise ValueError(f"{name} has {int(count.min())} positive weight(s){where}; at least {min_positive} "
                                  f"are needed{why}")
     return w
+
+
+def check_second_sample(x: torch.Tensor, y: Optional[torch.Tensor], min_rows: int = 1, why: str = "") -> None:
+    """None, or a second loss sample y for x ((n, D) or (B, n, D)): (m, D) (shared by a batch) or (B, m, D)."""
+    if y is None:
+        return
+    check_samples(y, "y", min_rows, why)
+    check_pair(x, y)
+    if x.dim() == 2 and y.dim() == 3:
+        raise ValueError(f"y is batched (B, m, D) but x is not: got x.shape={tuple(x.shape)}, y.shape={tuple(y.shape)}")
+    if x.dim() == 3 and y.dim() == 3 and y.shape[0] != x.shape[0]:
+        raise ValueError(f"x and y must have the same batch size B, got x.shape={tuple(x.shape)}, y.shape={tuple(y.shape)}")
+
+
+def check_loss_weights(w: Optional[torch.Tensor], name: str, points: Optional[torch.Tensor], points_name: str,
+                       unbiased: bool = False) -> None:
+    """None, or the relative weights of a loss sample (:func:`check_relative_weights`); ``unbiased``: the
+    U-statistic needs two positive weights."""
+    if w is None:
+        return
+    if points is None:
+        raise ValueError(f"{name} was given but {points_name} is None")
+    check_relative_weights(w, name, points, points_name, 2 if unbiased else 1,
+                           " by the unbiased estimator (use estimator='biased')" if unbiased else "")
+
+
+def check_directions(projections: torch.Tensor) -> None:  # [L, D]
+    """Each row is a direction: finite and non-zero (a zero row used to give the constant 1.0)."""
+    if torch.compiler.is_compiling() or projections.device.type == "meta":
+        return
+    p = projections.detach()
+    bad = ~torch.isfinite(p).all(dim=1)
+    if bool(bad.any()):
+        raise ValueError(f"projections must be finite; row {int(bad.nonzero()[0, 0])} holds NaN or inf")
+    zero = (p == 0).all(dim=1)
+    if bool(zero.any()):
+        raise ValueError(f"projections rows are directions and must be non-zero; row {int(zero.nonzero()[0, 0])} "
+                         "is all zeros")
 
 
 def _first_bad(mask: torch.Tensor) -> Any:

@@ -312,12 +312,15 @@ def _usage_error(message: str) -> int:
 
 
 def run_check(args) -> int:
+    from ._validation import check_int, check_open_unit
     from .stats import MIN_SAMPLES, alternatives, estimate_seconds, resamples_warning
 
-    if not 0 < args.alpha < 1:
-        return _usage_error("--alpha must be in (0, 1)")
-    if args.n_resamples < 1 or args.seed < 0:
-        return _usage_error("--n-resamples must be >= 1 and --seed >= 0")
+    try:  # the API's own checks of these options (normality_report makes them too), named as flags
+        check_open_unit(args.alpha, "--alpha")
+        check_int(args.n_resamples, "--n-resamples", 1)
+        check_int(args.seed, "--seed", 0)
+    except (TypeError, ValueError) as exc:
+        return _usage_error(str(exc))
     if args.max_n != 0 and args.max_n < MIN_SAMPLES:
         return _usage_error(f"--max-n must be 0 (every row) or >= {MIN_SAMPLES}, got {args.max_n}")
     tests = None if not args.tests else [t.strip() for t in args.tests.split(",") if t.strip()]

@@ -35,9 +35,9 @@ from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
 import torch
 
 from . import _fused_ops
-from ._registry import _positive, _positive_scales
-from ._validation import (check_choice, check_int, check_pair, check_relative_weights, check_samples,
-                          compute_dtype, nan_if_nonfinite)
+from ._registry import KERNELS, MMD_KERNELS, bandwidth_scales, kernels_doc
+from ._validation import (check_choice, check_directions, check_int, check_loss_weights, check_positive,
+                          check_samples, check_second_sample, compute_dtype, nan_if_nonfinite)
 from .pairwise import pairwise_sum, pdist
 
 Bandwidth = Union[float, Sequence[float], str, None]
@@ -62,7 +62,7 @@ __all__ = [
 #: The seven IMQ scales of the WAE reference code (tolstikhin/wae ``wae.py``, ``mmd_penalty``).
 WAE_SCALES: Tuple[float, ...] = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
 
-_MMD_KERNELS = ("gaussian", "imq", "laplacian", "energy")
+_MMD_KERNELS = MMD_KERNELS  # derived from the registry (KernelSpec.mmd)
 _ESTIMATORS = ("unbiased", "biased")
 _SQRT_PI = math.sqrt(math.pi)
 
@@ -70,30 +70,12 @@ _SQRT_PI = math.sqrt(math.pi)
 # ---------------------------------------------------------------------------------------------------
 # validation and batching helpers
 # ---------------------------------------------------------------------------------------------------
-# The checks live in _validation (one home for every module); these names are kept for losses.py.
+# The checks live in _validation (one home for every module); short local names for this module.
 _check_samples = check_samples
 _check_choice = check_choice
-
-
-def _check_y(x: torch.Tensor, y: Optional[torch.Tensor], min_rows: int = 1, why: str = "") -> None:
-    if y is None:
-        return
-    _check_samples(y, "y", min_rows, why)
-    check_pair(x, y)
-    if x.dim() == 2 and y.dim() == 3:
-        raise ValueError(f"y is batched (B, m, D) but x is not: got x.shape={tuple(x.shape)}, y.shape={tuple(y.shape)}")
-    if x.dim() == 3 and y.dim() == 3 and y.shape[0] != x.shape[0]:
-        raise ValueError(f"x and y must have the same batch size B, got x.shape={tuple(x.shape)}, y.shape={tuple(y.shape)}")
-
-
-def _check_w(w: Optional[torch.Tensor], name: str, points: Optional[torch.Tensor], points_name: str,
-             unbiased: bool = False) -> None:
-    if w is None:
-        return
-    if points is None:
-        raise ValueError(f"{name} was given but {points_name} is None")
-    check_relative_weights(w, name, points, points_name, 2 if unbiased else 1,
-                           " by the unbiased estimator (use estimator='biased')" if unbiased else "")
+_check_y = check_second_sample
+_check_w = check_loss_weights
+_check_directions = check_directions
 
 
 def _map_batch(fn: Callable[..., torch.Tensor], x: torch.Tensor, tensors: Dict[str, Optional[torch.Tensor]],
@@ -208,7 +190,7 @@ def kl_normal(
     if logvar.device != mu.device:
         raise ValueError(f"mu and logvar must be on the same device, got {mu.device} and {logvar.device}")
     _check_choice(reduction, "reduction", ("mean", "sum", "none"))
-    max_logvar = _positive(max_logvar, "max_logvar")
+    max_logvar = check_positive(max_logvar, "max_logvar")
     out_dtype = torch.promote_types(mu.dtype, logvar.dtype)
     work = compute_dtype(out_dtype)
     m, lv = mu.to(work), logvar.to(work)
@@ -270,13 +252,18 @@ def default_bandwidth(kernel: str, dim: int) -> float:
     kernel of typical pairs is :math:`e^{-D}`: at D = 64 the loss and its gradient vanished (~1e-16)
     even for latents far from the prior, and were exactly 0 at D = 256.
     """
-    check_choice(kernel, "kernel", ("gaussian", "laplacian", "imq"))
+    check_choice(kernel, "kernel", _MMD_BANDWIDTH_KERNELS)
     return _default_bandwidth(kernel, check_int(dim, "dim", 1))
 
 
+# The mmd kernels that have a bandwidth (KernelSpec.bandwidth_units): those default_bandwidth knows.
+_MMD_BANDWIDTH_KERNELS = tuple(k for k in MMD_KERNELS if KERNELS[k].bandwidth_units is not None)
+
+
 def _default_bandwidth(kernel: str, dim: Any) -> Any:
-    # dim may be a torch.SymInt under torch.compile(dynamic=True): ** 0.5 stays symbolic (math.sqrt would not).
-    return 2.0 * dim if kernel == "imq" else (2.0 * dim) ** 0.5
+    # KernelSpec.default_bandwidth without its method call (this is on every default-bandwidth call).
+    # dim may be a torch.SymInt under torch.compile(dynamic=True): the units' rule stays symbolic.
+    return (2.0 * dim) ** (0.5 * KERNELS[kernel].bandwidth_units.power)
 
 
 # The presets of mmd and MMDLoss, in one place: kernel, estimator, and the bandwidth(s) as a function of D.
@@ -302,12 +289,13 @@ def _check_mmd_args(kernel: Any, bandwidth: Any, scales: Any, estimator: Any, pr
         return _PRESETS[preset]["kernel"], _PRESETS[preset]["estimator"]
     kernel = "gaussian" if kernel is None else check_choice(kernel, "kernel", _MMD_KERNELS)
     estimator = "unbiased" if estimator is None else check_choice(estimator, "estimator", _ESTIMATORS)
-    if kernel == "energy":
+    spec = KERNELS[kernel]
+    if spec.bandwidth_units is None:  # energy: k = -r has no scale
         if bandwidth is not None:
-            raise ValueError(f"bandwidth is meaningless for kernel='energy' (k = -r has no scale); "
+            raise ValueError(f"bandwidth is meaningless for kernel={kernel!r} (k = {spec.formula_text} has no scale); "
                              f"leave it None, got {bandwidth!r}")
         if scales is not None:
-            raise ValueError("scales is meaningless for kernel='energy' (no bandwidth); leave it None")
+            raise ValueError(f"scales is meaningless for kernel={kernel!r} (no bandwidth); leave it None")
         return kernel, estimator
     if isinstance(bandwidth, str):
         if bandwidth != "median":
@@ -315,13 +303,13 @@ def _check_mmd_args(kernel: Any, bandwidth: Any, scales: Any, estimator: Any, pr
                              f"got {bandwidth!r}")
     elif bandwidth is not None:
         # Values only: a bandwidth tensor that requires grad is differentiated by pairwise_sum.
-        _positive_scales(bandwidth.detach() if isinstance(bandwidth, torch.Tensor) else bandwidth, "bandwidth")
+        bandwidth_scales(bandwidth.detach() if isinstance(bandwidth, torch.Tensor) else bandwidth, "bandwidth")
     if scales is not None:
         if bandwidth is not None and not isinstance(bandwidth, str) and (
                 not isinstance(bandwidth, numbers.Real) or isinstance(bandwidth, bool)):
             raise TypeError("scales multiplies a single bandwidth: give bandwidth as one positive number "
                             f"(or 'median' or None), got {type(bandwidth).__name__}")
-        _positive_scales(scales, "scales")
+        bandwidth_scales(scales, "scales")
     return kernel, estimator
 
 
@@ -331,18 +319,18 @@ def _mmd_bandwidth(kernel: str, bandwidth: Any, scales: Optional[Sequence[float]
     checked by :func:`_check_mmd_args`. ``"median"`` needs the data (x, y)."""
     if preset is not None:
         return _PRESETS[preset]["bandwidth"](dim)
-    if kernel == "energy":
-        return 1.0  # unused by the kernel
+    if KERNELS[kernel].bandwidth_units is None:
+        return 1.0  # unused by the kernel (energy)
     if bandwidth is None:
         bandwidth = _default_bandwidth(kernel, dim)
     elif isinstance(bandwidth, str):  # "median"
         med = median_bandwidth(x, y)
-        # The kernel's own units: h is a distance for gaussian/laplacian, C a squared distance for imq.
-        bandwidth = med * med if kernel == "imq" else med
+        # The kernel's own units (KernelSpec.bandwidth_units): h = med for a distance, C = med^2 for imq.
+        bandwidth = KERNELS[kernel].bandwidth_from_distance(med)
     if scales is None:
         return bandwidth
-    base = _positive(bandwidth, "bandwidth")
-    return tuple(base * s for s in _positive_scales(scales, "scales"))
+    base = check_positive(bandwidth, "bandwidth")
+    return tuple(base * s for s in bandwidth_scales(scales, "scales"))
 
 
 def _mmd_prior_closed_form(kernel: str, bandwidth: Any, preset: Optional[str]) -> bool:
@@ -380,10 +368,13 @@ def mmd(
     form against N(0, I): then y=None is a ValueError; pass a prior sample ``y=torch.randn_like(x)``
     as the WAE code does (or use :class:`~latentdiv.losses.MMDLoss`, which draws one).
 
-    Kernels (the names and bandwidth meaning of :func:`latentdiv.pairwise_sum`, h = ``bandwidth``):
-    ``"gaussian"`` :math:`e^{-r^2/(2h^2)}` (default), ``"imq"`` :math:`h/(h + r^2)` (h = C, a squared
-    distance), ``"laplacian"`` :math:`e^{-r/h}`, ``"energy"`` :math:`-r` (then MMD^2 is the energy
-    distance; no bandwidth: passing one is an error). ``bandwidth`` may be a sequence (the kernel
+    Kernels (the names and bandwidth meaning of :func:`latentdiv.pairwise_sum`, h = ``bandwidth``;
+    default ``"gaussian"``; the registry's kernels with ``KernelSpec.mmd``):
+
+{mmd_kernels}
+
+    With ``"energy"`` MMD^2 is the energy distance; a kernel without a bandwidth takes none (passing
+    one is an error). For ``"imq"`` h = C is a squared distance. ``bandwidth`` may be a sequence (the kernel
     summed over the scales, one pass over the pairs) or ``"median"`` (:func:`median_bandwidth` of
     the pooled sample, in the kernel's units: h = median distance, C = its square for imq; not
     traceable by torch.compile). ``scales`` multiplies one bandwidth: the kernel is summed over
@@ -427,7 +418,7 @@ def mmd(
         if kernel == "energy":
             impl = lambda x, weights_x: _energy_impl(x, None, weights_x, None, unbiased)  # noqa: E731
         else:
-            hs = _positive_scales(bw, "bandwidth")
+            hs = bandwidth_scales(bw, "bandwidth")
             impl = lambda x, weights_x: _mmd_to_normal_impl(x, weights_x, hs, unbiased)  # noqa: E731
         if x.dim() == 3:
             return _map_batch(impl, x, dict(weights_x=weights_x), dict(weights_x=2))
@@ -439,6 +430,10 @@ def mmd(
                           dict(y=3, weights_x=2, weights_y=2), kernel=kernel, bandwidth=bandwidth,
                           scales=scales, unbiased=unbiased, preset=preset)
     return _mmd_impl(x, y, weights_x, weights_y, kernel, bandwidth, scales, unbiased, preset)
+
+
+if mmd.__doc__:  # None under python -OO
+    mmd.__doc__ = mmd.__doc__.replace("{mmd_kernels}", kernels_doc(MMD_KERNELS))
 
 
 def _mmd_impl(x, y, weights_x, weights_y, kernel, bandwidth, scales, unbiased, preset):
@@ -486,7 +481,7 @@ def mmd_to_normal(
     if isinstance(bandwidth, str):
         raise TypeError("mmd_to_normal needs a numeric bandwidth (no data-dependent heuristic against the "
                         f"fixed target), got {bandwidth!r}")
-    hs = _positive_scales(_default_bandwidth("gaussian", z.shape[-1]) if bandwidth is None else bandwidth,
+    hs = bandwidth_scales(_default_bandwidth("gaussian", z.shape[-1]) if bandwidth is None else bandwidth,
                           "bandwidth")
     if z.dim() == 3:
         return _map_batch(_mmd_to_normal_impl, z, dict(weights=weights), dict(weights=2), hs=hs, unbiased=unbiased)
@@ -571,7 +566,7 @@ def cramer_wold(
     _check_w(weights_y, "weights_y", y, "y")
     if gamma is None:
         gamma = default_gamma(x.shape[-2])
-    gamma = _positive(gamma, "gamma")
+    gamma = check_positive(gamma, "gamma")
     dim = x.shape[-1]
     if phi == "approx" and dim < 2:
         raise ValueError(f"phi='approx' needs D >= 2 (its 1/(2D-3) factor), got D = {dim}; use phi='exact'")
@@ -632,7 +627,7 @@ def cwae_loss(
     rounding of the fitted kernel, which eps absorbs); with the approximate phi the log guard is the
     reference's own.
     """
-    eps = _positive(eps, "eps")
+    eps = check_positive(eps, "eps")
     d2 = cramer_wold(z, None, gamma=gamma, phi=phi, weights_x=weights)
     return torch.log(d2 + eps)
 
@@ -785,20 +780,6 @@ def sliced_wasserstein(
         return _map_batch(_sliced_impl, x, dict(y=y, weights_x=weights_x, weights_y=weights_y),
                           dict(y=3, weights_x=2, weights_y=2), theta=theta)
     return _sliced_impl(x, y, weights_x, weights_y, theta)
-
-
-def _check_directions(projections: torch.Tensor) -> None:  # [L, D]
-    """Each row is a direction: finite and non-zero (a zero row used to give the constant 1.0)."""
-    if torch.compiler.is_compiling() or projections.device.type == "meta":
-        return
-    p = projections.detach()
-    bad = ~torch.isfinite(p).all(dim=1)
-    if bool(bad.any()):
-        raise ValueError(f"projections must be finite; row {int(bad.nonzero()[0, 0])} holds NaN or inf")
-    zero = (p == 0).all(dim=1)
-    if bool(zero.any()):
-        raise ValueError(f"projections rows are directions and must be non-zero; row {int(zero.nonzero()[0, 0])} "
-                         "is all zeros")
 
 
 def _sorted_projections(x: torch.Tensor, w: Optional[torch.Tensor], theta: torch.Tensor):

@@ -21,8 +21,8 @@ import torch
 from torch import nn
 
 from . import functional as F
-from ._registry import _positive, _positive_scales
-from ._validation import check_int
+from ._registry import bandwidth_scales
+from ._validation import check_bool, check_choice, check_int, check_positive, check_samples
 
 __all__ = [
     "CoordinatesCvMLoss",
@@ -53,7 +53,7 @@ class _SampleLoss(nn.Module):
 
     def __init__(self, reduction: str = "mean") -> None:
         super().__init__()
-        self.reduction = F._check_choice(reduction, "reduction", _REDUCTIONS)
+        self.reduction = check_choice(reduction, "reduction", _REDUCTIONS)
 
     def _parse(self, args: Tuple[Any, ...]):
         name = type(self).__name__
@@ -96,8 +96,8 @@ class KLNormalLoss(nn.Module):
 
     def __init__(self, reduction: str = "mean", max_logvar: float = 50.0) -> None:
         super().__init__()
-        self.reduction = F._check_choice(reduction, "reduction", _REDUCTIONS)
-        self.max_logvar = _positive(max_logvar, "max_logvar")
+        self.reduction = check_choice(reduction, "reduction", _REDUCTIONS)
+        self.max_logvar = check_positive(max_logvar, "max_logvar")
 
     def forward(self, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
         return F.kl_normal(mu, logvar, reduction=self.reduction, max_logvar=self.max_logvar)
@@ -107,7 +107,7 @@ class KLNormalLoss(nn.Module):
 
 
 class MMDLoss(_SampleLoss):
-    r"""Squared MMD (:func:`latentdiv.functional.mmd`): kernels gaussian / imq / laplacian / energy,
+    r"""Squared MMD (:func:`latentdiv.functional.mmd`): the kernels ``mmd`` accepts (gaussian by default),
     multi-scale bandwidths, presets ``"wae"`` and ``"infovae"``, unbiased or biased estimator.
 
     ``loss(x, y)`` compares two samples. ``loss(x)`` compares x with N(0, I): in closed form
@@ -131,7 +131,7 @@ class MMDLoss(_SampleLoss):
 
     def _value(self, x, y, a, b):
         if y is None and not F._mmd_prior_closed_form(self._kernel, self.bandwidth, self.preset):
-            F._check_samples(x, "x")
+            check_samples(x, "x")
             y = torch.randn(x.shape, generator=self.generator, device=x.device, dtype=x.dtype)
         return F.mmd(x, y, kernel=self.kernel, bandwidth=self.bandwidth, scales=self.scales,
                      estimator=self.estimator, weights_x=a, weights_y=b, preset=self.preset)
@@ -151,9 +151,9 @@ class MMDToNormalLoss(_SampleLoss):
                  reduction: str = "mean") -> None:
         super().__init__(reduction)
         if bandwidth is not None:  # None: h = sqrt(2D) of each call (functional.default_bandwidth)
-            _positive_scales(bandwidth, "bandwidth")
+            bandwidth_scales(bandwidth, "bandwidth")
         self.bandwidth = bandwidth
-        self.estimator = F._check_choice(estimator, "estimator", F._ESTIMATORS)
+        self.estimator = check_choice(estimator, "estimator", F._ESTIMATORS)
 
     def _value(self, x, y, a, b):
         return F.mmd_to_normal(x, bandwidth=self.bandwidth, estimator=self.estimator, weights=a)
@@ -171,11 +171,9 @@ class CramerWoldLoss(_SampleLoss):
     def __init__(self, gamma: Optional[float] = None, phi: str = "exact", log: bool = False, eps: float = 1e-7,
                  reduction: str = "mean") -> None:
         super().__init__(reduction)
-        self.gamma = None if gamma is None else _positive(gamma, "gamma")
-        self.phi = F._check_choice(phi, "phi", ("exact", "approx"))
-        if not isinstance(log, bool):
-            raise TypeError(f"log must be a bool, got {type(log).__name__}")
-        self.log, self.eps = log, _positive(eps, "eps")
+        self.gamma = None if gamma is None else check_positive(gamma, "gamma")
+        self.phi = check_choice(phi, "phi", ("exact", "approx"))
+        self.log, self.eps = check_bool(log, "log"), check_positive(eps, "eps")
 
     def _value(self, x, y, a, b):
         d2 = F.cramer_wold(x, y, gamma=self.gamma, phi=self.phi, weights_x=a, weights_y=b)

@@ -13,7 +13,7 @@ from typing import Any, Optional, Sequence, Union
 import torch
 
 from . import _ext, _fused_ops, ops, reference
-from ._registry import KernelSpec, get_kernel, kernel_params
+from ._registry import KernelSpec, get_kernel, kernel_params, kernels_doc
 from ._validation import check_bool, check_pair, check_points, check_weights, compute_dtype
 
 Bandwidth = Union[float, Sequence[float], torch.Tensor]
@@ -63,15 +63,10 @@ def pairwise_sum(
         S = \sum_{i=1}^{n} \sum_{j=1}^{m} w^x_i \, w^y_j \, k(x_i, y_j),
         \qquad k(x, y) = f(\lVert x - y \rVert^2)
 
-    Kernels (``bandwidth`` = h; a sequence of bandwidths sums the kernel over them in one pass):
+    Kernels (``bandwidth`` = h; a sequence of bandwidths sums the kernel over them in one pass; the
+    list is the registry's, ``latentdiv.KERNELS``):
 
-    - ``"gaussian"``: :math:`\exp(-r^2 / (2 h^2))`
-    - ``"laplacian"``: :math:`\exp(-r / h)`
-    - ``"imq"``: :math:`h / (h + r^2)` (WAE's inverse multiquadric, h = C)
-    - ``"energy"``: :math:`-r` (bandwidth unused)
-    - ``"cramer_wold_approx"`` (``gamma=``, optional ``dim=``): :math:`(\gamma + r^2/(2D-3))^{-1/2}`
-    - ``"cramer_wold"`` (``gamma=``, optional ``dim=``): :math:`\phi_D(r^2 / (4\gamma))`,
-      :math:`\phi_D(s) = {}_1F_1(1/2; D/2; -s)` (exact, fitted per D to 1e-6 relative)
+{kernels}
 
     ``y=None`` means y is x, with ``weights_x`` on both sides; ``exclude_diagonal=True`` then drops
     the i = j terms (U-statistics). Differentiable with respect to x, y and both weight vectors;
@@ -122,6 +117,10 @@ def pairwise_sum(
     else:
         total = reference.pairwise_sum(xc, yc, wx, wy, spec, bandwidth, kernel_options, exclude_diagonal)
     return total.to(out_dtype)
+
+
+if pairwise_sum.__doc__:  # None under python -OO
+    pairwise_sum.__doc__ = pairwise_sum.__doc__.replace("{kernels}", kernels_doc())
 
 
 def _sum_differentiable_bandwidth(spec, x, y, bandwidth, weights_x, weights_y, exclude_diagonal, kernel_options):

@@ -17,7 +17,8 @@ Two layers:
 Sources: docs/formulas.md sections 5 (CWAE, phi_D), 7c (energy test closed forms), 8 (energy
 distance) and 9 (1F1 evaluation).
 
-This module imports only torch, numpy, scipy, math and functools.
+This module imports only torch, numpy, scipy, math, functools and the shared input checks
+(latentdiv._validation, which imports only torch).
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ import sys
 import numpy as np
 import scipy.special as _sp
 import torch
+
+# Absolute, not relative: tests/test_special.py loads this file by path, outside the package.
+from latentdiv._validation import check_float_tensor, check_real_at_least_one
 
 __all__ = [
     "hyp1f1_negarg",
@@ -448,19 +452,6 @@ def _chi(r: torch.Tensor, dim: float, upper: bool) -> torch.Tensor:
     return _CHI_OP(r, dim, upper) if torch.compiler.is_compiling() else _ChiCdf.apply(r, dim, upper)
 
 
-def _check_float_tensor(x, name: str) -> None:
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    if not x.is_floating_point():
-        raise TypeError(f"{name} must be a floating-point tensor, got {x.dtype}")
-
-
-def _check_dim(dim, name: str = "dim") -> float:
-    if isinstance(dim, bool) or not isinstance(dim, (int, float)) or not (dim >= 1 and math.isfinite(dim)):
-        raise ValueError(f"{name} must be a number >= 1, got {dim!r}")
-    return float(dim)
-
-
 # ---------------------------------------------------------------------------------------------------
 # Public differentiable closed forms
 # ---------------------------------------------------------------------------------------------------
@@ -478,14 +469,14 @@ def phi_cw(s: torch.Tensor, dim: int) -> torch.Tensor:
 
     s: [...] float tensor, any device -> [...] same dtype/device. Differentiable (any order).
     """
-    _check_float_tensor(s, "s")
-    D = _check_dim(dim)
+    check_float_tensor(s, "s")
+    D = check_real_at_least_one(dim, "dim")
     return _hyp(torch.clamp_min(s, 0.0), 0.5, 0.5 * D)  # [...]
 
 
 def gamma_ratio_half(dim: float) -> float:
     r""":math:`c_D = \Gamma(\tfrac{D+1}{2}) / \Gamma(\tfrac D2) = E\|Y\| / \sqrt2`, Y ~ N(0, I_D), stable for large D."""
-    return _gamma_ratio_half_const(_check_dim(dim))
+    return _gamma_ratio_half_const(check_real_at_least_one(dim, "dim"))
 
 
 @torch.compiler.assume_constant_result  # dynamo cannot trace a scipy ufunc; D is a Python constant
@@ -517,8 +508,8 @@ def expected_distance_to_normal(sq_norm: torch.Tensor, dim: int) -> torch.Tensor
 
     sq_norm: [...] float tensor -> [...] same dtype/device. Differentiable (any order).
     """
-    _check_float_tensor(sq_norm, "sq_norm")
-    D = _check_dim(dim)
+    check_float_tensor(sq_norm, "sq_norm")
+    D = check_real_at_least_one(dim, "dim")
     c = math.sqrt(2.0) * gamma_ratio_half(D)
     z = 0.5 * torch.clamp_min(sq_norm, 0.0)  # [...]
     return c * _hyp(z, -0.5, 0.5 * D)  # [...]
@@ -549,8 +540,8 @@ def log_chi_pdf(r: torch.Tensor, dim: int) -> torch.Tensor:
 
     r: [...] float tensor -> [...] same dtype/device.
     """
-    _check_float_tensor(r, "r")
-    return _log_chi_pdf_impl(r, _check_dim(dim))  # [...]
+    check_float_tensor(r, "r")
+    return _log_chi_pdf_impl(r, check_real_at_least_one(dim, "dim"))  # [...]
 
 
 def chi_cdf(r: torch.Tensor, dim: int) -> torch.Tensor:
@@ -564,8 +555,8 @@ def chi_cdf(r: torch.Tensor, dim: int) -> torch.Tensor:
 
     r: [...] float tensor -> [...] same dtype/device.
     """
-    _check_float_tensor(r, "r")
-    return _chi(r, _check_dim(dim), False)  # [...]
+    check_float_tensor(r, "r")
+    return _chi(r, check_real_at_least_one(dim, "dim"), False)  # [...]
 
 
 def chi_sf(r: torch.Tensor, dim: int) -> torch.Tensor:
@@ -574,8 +565,8 @@ def chi_sf(r: torch.Tensor, dim: int) -> torch.Tensor:
 
     r: [...] float tensor -> [...] same dtype/device.
     """
-    _check_float_tensor(r, "r")
-    return _chi(r, _check_dim(dim), True)  # [...]
+    check_float_tensor(r, "r")
+    return _chi(r, check_real_at_least_one(dim, "dim"), True)  # [...]
 
 
 def normal_cdf(x: torch.Tensor) -> torch.Tensor:
@@ -583,5 +574,5 @@ def normal_cdf(x: torch.Tensor) -> torch.Tensor:
 
     x: [...] float tensor -> [...].
     """
-    _check_float_tensor(x, "x")
+    check_float_tensor(x, "x")
     return torch.special.ndtr(x)  # [...]

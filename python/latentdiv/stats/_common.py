@@ -13,12 +13,12 @@ import dataclasses
 import math
 import sys
 import time
-from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Optional, Tuple, Union
 
 import numpy as np
 import torch
 
-from .._validation import check_finite_rows, check_int
+from .._validation import check_int, check_member, check_sample_array
 
 TARGETS = ("standard", "estimated")
 NULLS = ("auto", "asymptotic", "monte carlo")
@@ -92,44 +92,20 @@ class MardiaResult:
 def as_sample(z, name: str = "z") -> torch.Tensor:  # [n, D] array-like -> [n, D] float64 CPU tensor
     """A finite (n, D) floating sample with n >= MIN_SAMPLES, as a contiguous float64 CPU tensor
     (the statistics are sums of many small terms; float64 keeps e.g. Henze-Zirkler's exp(-40) terms)."""
-    if isinstance(z, torch.Tensor):
-        if not (z.is_floating_point() or z.dtype in (torch.int32, torch.int64)):
-            raise TypeError(f"{name} must be a real floating tensor of shape (n, D), got dtype {z.dtype}")
-        t = z.detach().to(device="cpu", dtype=torch.float64)
-    elif isinstance(z, np.ndarray) or isinstance(z, (list, tuple)):
-        a = np.asarray(z)
-        if a.dtype.kind not in "fiu":
-            raise TypeError(f"{name} must be a real numeric array of shape (n, D), got dtype {a.dtype}")
-        t = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float64))
-    else:
-        raise TypeError(f"{name} must be a torch.Tensor or numpy array of shape (n, D), got {type(z).__name__}")
-    if t.dim() != 2:
-        raise ValueError(f"{name} must be 2-D with shape (n, D), got shape {tuple(t.shape)}")
-    n, d = t.shape
-    if d < 1:
-        raise ValueError(f"{name} must have D >= 1 columns, got shape {tuple(t.shape)}")
-    if n < MIN_SAMPLES:
-        raise ValueError(f"{name} has {n} row(s); the normality tests need n >= {MIN_SAMPLES}")
-    check_finite_rows(t, name, "no normality test can answer for such a sample (remove those rows)")
-    return t.contiguous()
+    return check_sample_array(z, name, MIN_SAMPLES, f"the normality tests need n >= {MIN_SAMPLES}",
+                              "no normality test can answer for such a sample (remove those rows)")
 
 
 def check_target(target) -> str:
-    if target not in TARGETS:
-        raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
-    return target
+    return check_member(target, "target", TARGETS)
 
 
 def check_null(null) -> str:
-    if null not in NULLS:
-        raise ValueError(f"null must be one of {NULLS}, got {null!r}")
-    return null
+    return check_member(null, "null", NULLS)
 
 
 def check_statistic(statistic) -> str:
-    if statistic not in EDF_STATISTICS:
-        raise ValueError(f"statistic must be one of {EDF_STATISTICS}, got {statistic!r}")
-    return statistic
+    return check_member(statistic, "statistic", EDF_STATISTICS)
 
 
 def check_n_resamples(n_resamples) -> int:
@@ -234,19 +210,6 @@ def chi_edf_statistics(r: np.ndarray, d: int, scale: float = 1.0) -> np.ndarray:
         u = sp.gammainc(a, s)
         v = sp.gammaincc(a, s)
         return edf_statistics(u, np.log(u), np.log(v))
-
-
-def fixed_cdf_pvalues(u: np.ndarray, stats: np.ndarray, ad_null: np.ndarray, n_resamples: int) -> np.ndarray:
-    """p-values of (W^2, D_m, A^2) for m i.i.d. values whose CDF is fully specified under H0 (u are
-    their CDF values): CvM from scipy's finite-n CDF (Csorgo & Faraway 1996), KS exact/asymptotic from
-    scipy.stats.kstest, AD by Monte Carlo over uniform order statistics (``ad_null``), since scipy has
-    no AD distribution for a fully specified continuous law."""
-    from scipy import stats as st
-
-    p_cvm = float(st.cramervonmises(u, "uniform").pvalue)
-    p_ks = float(st.kstest(u, "uniform").pvalue)
-    p_ad = mc_pvalue(stats[2], ad_null)
-    return np.array([min(max(p_cvm, 0.0), 1.0), p_ks, p_ad])
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -388,6 +351,3 @@ def mc_pvalue_two_sided(observed: float, null: np.ndarray) -> float:
 def standard_normal_sample(rng: np.random.Generator, n: int, d: int) -> torch.Tensor:  # -> [n, D] float64
     return torch.from_numpy(rng.standard_normal((n, d)))
 
-
-def sequence_key(values: Optional[Sequence[Any]]) -> Any:
-    return None if values is None else tuple(values)

@@ -5,12 +5,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import numbers
 import time
 from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
+from .._validation import check_open_unit
 from . import _battery as B
 from . import _common as C
 
@@ -132,8 +132,7 @@ def normality_report(z, *, target: str = "standard", alpha: float = 0.05, n_resa
     a sample of the same (n, D) costs only the statistics)."""
     x = C.as_sample(z)
     target = C.check_target(target)
-    if not isinstance(alpha, numbers.Real) or isinstance(alpha, bool) or not 0 < alpha < 1:
-        raise ValueError(f"alpha must be in (0, 1), got {alpha!r}")
+    check_open_unit(alpha, "alpha")
     wanted = _select(tests)
     n_resamples = C.check_n_resamples(n_resamples)
     progress = _numbered_progress(progress, len(wanted))
