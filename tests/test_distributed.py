@@ -181,3 +181,135 @@ def test_catalog_matches_single_process(pool, case):
 @pytest.mark.parametrize("case", sorted(BATCHED))
 def test_batched_matches_single_process(pool, case):
     _check_case(pool, case, batched=True)
+
+
+# ---------------------------------------------------------------------------------------------------
+# negative control: the common "gather, then compute as if single-process" layer
+# ---------------------------------------------------------------------------------------------------
+def _naive_gather_job(rank: int, world: int) -> np.ndarray:
+    """torch.distributed.all_gather (no gradient) with the local slice put back as the live tensor:
+    each rank gets the global value but only its own rows' share of the gradient, so DDP's average
+    is off (by a factor of W for the rows' terms, and the cross-rank terms are lost)."""
+    import torch.distributed as dist
+
+    nx, _ = SIZES[world]
+    data = _global_data(world, False)
+    leaves = _leaves(data, _bounds(nx, rank), slice(None))
+    z = leaves["x"] @ leaves["A"]
+    big = max(nx)
+    padded = torch.cat([z.detach(), z.new_zeros(big - z.shape[0], D)])
+    parts = [torch.empty_like(padded) for _ in range(world)]
+    dist.all_gather(parts, padded)
+    blocks = [p[:s] for p, s in zip(parts, nx)]
+    blocks[rank] = z
+    F.mmd(torch.cat(blocks), bandwidth=1.7).backward()
+    return leaves["A"].grad.numpy().copy()
+
+
+def test_negative_control_naive_gather_gradient_is_wrong(pool):
+    world = pool.world
+    data = _global_data(world, False)
+    leaves = _leaves(data, slice(None), slice(None))
+    F.mmd(leaves["x"] @ leaves["A"], bandwidth=1.7).backward()
+    naive = sum(pool.values(_naive_gather_job)) / world
+    # The check that the catalog test applies (rel. error < 1e-10) fails by far for the naive gather.
+    assert _rel(naive, leaves["A"].grad.numpy()) > 1e-2
+
+
+# ---------------------------------------------------------------------------------------------------
+# normality tests on the global sample
+# ---------------------------------------------------------------------------------------------------
+N_TEST = {2: [30, 19], 3: [12, 25, 9]}
+
+
+def _test_sample(world: int) -> np.ndarray:
+    rng = np.random.default_rng(5)
+    return np.concatenate([0.2 * r + (1.0 + 0.1 * r) * rng.standard_normal((s, 4)) for r, s in enumerate(N_TEST[world])])
+
+
+STAT_CALLS = {
+    "mardia": lambda z, g: stats.mardia(z, n_resamples=40, group=g),
+    "henze_zirkler": lambda z, g: stats.henze_zirkler(z, n_resamples=40, group=g),
+    "energy_test": lambda z, g: stats.energy_test(z, n_resamples=40, group=g),
+    "radii_test": lambda z, g: stats.radii_test(z, group=g),
+    "distance_test_estimated": lambda z, g: stats.distance_test(z, target="estimated", n_resamples=30, group=g),
+    "projection_test": lambda z, g: stats.projection_test(z, statistic="ks", n_projections=5, n_resamples=30, group=g),
+    "coordinate_test": lambda z, g: stats.coordinate_test(z, statistic="ad", n_resamples=30, group=g),
+}
+
+
+def _summary(result) -> list:
+    if hasattr(result, "rows"):  # NormalityReport
+        return [(row["test"], row["statistic"], row["pvalue"]) for row in result.rows]
+    return [result.statistic, result.pvalue]
+
+
+def _stats_job(rank: int, world: int) -> dict:
+    z = _test_sample(world)[_bounds(N_TEST[world], rank)]
+    out = {name: _summary(call(torch.from_numpy(z), WORLD)) for name, call in STAT_CALLS.items()}
+    out["report"] = _summary(stats.normality_report(z, n_resamples=20, tests=["radii", "energy"], group=WORLD))
+    return out
+
+
+def test_normality_tests_on_the_global_sample(pool):
+    z = torch.from_numpy(_test_sample(pool.world))
+    expected = {name: _summary(call(z, None)) for name, call in STAT_CALLS.items()}
+    expected["report"] = _summary(stats.normality_report(z, n_resamples=20, tests=["radii", "energy"]))
+    for res in pool.values(_stats_job):
+        assert res == expected
+
+
+# ---------------------------------------------------------------------------------------------------
+# bad input: an error on every rank, no hang
+# ---------------------------------------------------------------------------------------------------
+def _bad_dim_job(rank: int, world: int):
+    x = torch.randn(4, D + (rank == world - 1), dtype=torch.float64)
+    return F.mmd(x, group=WORLD)
+
+
+def _bad_weights_job(rank: int, world: int):
+    x = torch.randn(4, D, dtype=torch.float64)
+    w = torch.ones(4, dtype=torch.float64) * (-1.0 if rank == 1 else 1.0)
+    return F.energy_distance(x, weights_x=w, group=WORLD)
+
+
+def _bad_sample_job(rank: int, world: int):
+    return stats.radii_test(np.zeros((5, 3 + rank)), group=WORLD)
+
+
+def _empty_rank_job(rank: int, world: int):
+    # an empty local batch is refused (every rank needs at least one row), on every rank
+    x = torch.randn(0 if rank == 0 else 3, D, dtype=torch.float64)
+    return F.mmd_to_normal(x, group=WORLD)
+
+
+def _ok_after_errors_job(rank: int, world: int) -> float:
+    return float(F.mmd_to_normal(torch.ones(3, D, dtype=torch.float64) * rank, group=WORLD))
+
+
+def test_bad_input_raises_on_every_rank(pool):
+    res = pool.run(_bad_dim_job, timeout=60)
+    assert all(not ok and payload[0] == "ValueError" and "dimension D" in payload[1] for ok, payload in res), res
+    res = pool.run(_bad_weights_job, timeout=60)
+    assert all(not ok and payload[0] == "ValueError" for ok, payload in res), res
+    assert "non-negative" in res[1][1][1] and "rank 1" in res[0][1][1], res
+    res = pool.run(_bad_sample_job, timeout=60)
+    assert all(not ok and payload[0] == "ValueError" and "the same on every rank" in payload[1] for ok, payload in res)
+    res = pool.run(_empty_rank_job, timeout=60)
+    assert all(not ok and payload[0] == "ValueError" for ok, payload in res), res
+    assert "is empty" in res[0][1][1] and "rank 0" in res[1][1][1], res
+    # the group is still usable afterwards (no rank was left inside a collective)
+    values = pool.values(_ok_after_errors_job)
+    assert len(set(values)) == 1
+
+
+def test_group_without_process_group_is_a_clear_error(monkeypatch):
+    assert not torch.distributed.is_initialized()
+    x = torch.randn(6, 3)
+    for call in (lambda: F.mmd(x, group=WORLD), lambda: F.radii_cvm(x, group=WORLD),
+                 lambda: losses.MMDLoss(group=WORLD)(x), lambda: stats.radii_test(x, group=WORLD)):
+        with pytest.raises(ValueError, match="no torch.distributed process group is initialized"):
+            call()
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
+    with pytest.raises(TypeError, match="group must be a torch.distributed.ProcessGroup"):
+        F.mmd(x, group="world")
