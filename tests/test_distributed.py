@@ -277,6 +277,11 @@ def _bad_sample_job(rank: int, world: int):
     return stats.radii_test(np.zeros((5, 3 + rank)), group=WORLD)
 
 
+def _bad_directions_job(rank: int, world: int):
+    x = torch.randn(4, D, dtype=torch.float64)
+    return F.sliced_wasserstein(x, n_projections=3 + rank, group=WORLD)
+
+
 def _empty_rank_job(rank: int, world: int):
     # an empty local batch is refused (every rank needs at least one row), on every rank
     x = torch.randn(0 if rank == 0 else 3, D, dtype=torch.float64)
@@ -295,6 +300,8 @@ def test_bad_input_raises_on_every_rank(pool):
     assert "non-negative" in res[1][1][1] and "rank 1" in res[0][1][1], res
     res = pool.run(_bad_sample_job, timeout=60)
     assert all(not ok and payload[0] == "ValueError" and "the same on every rank" in payload[1] for ok, payload in res)
+    res = pool.run(_bad_directions_job, timeout=60)
+    assert all(not ok and "number of directions" in payload[1] for ok, payload in res), res
     res = pool.run(_empty_rank_job, timeout=60)
     assert all(not ok and payload[0] == "ValueError" for ok, payload in res), res
     assert "is empty" in res[0][1][1] and "rank 0" in res[1][1][1], res

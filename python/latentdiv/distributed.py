@@ -179,7 +179,7 @@ def _consensus(g: _Group, device: torch.device, check: Callable[[], Tuple[Dict[s
     local: Dict[str, int] = {}
     try:
         shared, local = check()
-    except (TypeError, ValueError) as exc:
+    except Exception as exc:  # any failure of the local checks must reach the other ranks
         error = exc
     vec = [0 if error is not None else 1] + [int(shared.get(k, 0)) for k in shared_names] \
         + [int(local.get(k, 0)) for k in local_names]
@@ -206,18 +206,24 @@ _DESCRIBE = {"dim": "the dimension D (x.shape[-1])", "dtype": "the dtype of x", 
              "batch": "the batch size B of a (B, n, D) input", "has_y": "whether y is given",
              "has_wx": "whether weights_x is given", "has_wy": "whether weights_y is given",
              "wx_ndim": "the shape kind of weights_x ((n,) or (B, n))",
-             "wy_ndim": "the shape kind of weights_y ((m,) or (B, m))", "y_ndim": "y's number of dimensions"}
-_LOSS_SHARED = ("ndim", "batch", "dim", "dtype", "has_y", "has_wx", "has_wy", "wx_ndim", "wy_ndim", "y_ndim")
+             "wy_ndim": "the shape kind of weights_y ((m,) or (B, m))", "y_ndim": "y's number of dimensions",
+             "directions": "the number of directions (n_projections or projections.shape[0])"}
+_LOSS_SHARED = ("ndim", "batch", "dim", "dtype", "has_y", "has_wx", "has_wy", "wx_ndim", "wy_ndim", "y_ndim",
+                "directions")
 _LOSS_LOCAL = ("n", "m", "pos_x", "pos_y")
 
 
-def _agree_on_samples(g: _Group, x: Any, y: Any, wx: Any, wy: Any, check: Callable[[], None]) -> Dict[str, List[int]]:
-    """The consensus of a loss call: ``check`` (the single-process checks of the local input),
-    then the metadata of x, y and the weights; per-rank sizes n, m and positive-weight counts."""
+def _agree_on_samples(g: _Group, x: Any, y: Any, wx: Any, wy: Any,
+                      check: Callable[[], Optional[int]]) -> Dict[str, List[int]]:
+    """The consensus of a loss call: ``check`` (the single-process checks of the local input; it
+    may return the number of random directions, which must agree too), then the metadata of x, y
+    and the weights; per-rank sizes n, m and positive-weight counts."""
 
     def local():
-        check()
-        return _sample_meta(x, y, wx, wy)
+        directions = check()
+        shared, sizes = _sample_meta(x, y, wx, wy)
+        shared["directions"] = directions or 0
+        return shared, sizes
 
     return _consensus(g, _device_for(g, x), local, _LOSS_SHARED, _LOSS_LOCAL)
 
@@ -657,6 +663,7 @@ def sliced_wasserstein(x, y=None, n_projections=50, generator=None, projections=
             if projections.device != x.device:
                 raise ValueError(f"projections must be on x's device {x.device}, got {projections.device}")
             F._check_directions(projections)
+        return int(n_projections) if projections is None else projections.shape[0]
 
     sizes = _agree_on_samples(g, x, y, weights_x, weights_y, check)
     work = compute_dtype(x.dtype)
