@@ -320,3 +320,42 @@ def test_group_without_process_group_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
     with pytest.raises(TypeError, match="group must be a torch.distributed.ProcessGroup"):
         F.mmd(x, group="world")
+
+
+# ---------------------------------------------------------------------------------------------------
+# float32 / float16 inputs: computed as the single-process losses compute them
+# ---------------------------------------------------------------------------------------------------
+LOW_PRECISION = {
+    "mmd": lambda z, g: F.mmd(z, bandwidth=2.0, group=g),
+    "cwae_loss": lambda z, g: F.cwae_loss(z, group=g),
+    "sliced": lambda z, g: F.sliced_wasserstein(z, n_projections=4, generator=_sw_gen(), group=g),
+}
+
+
+def _low_precision_run(x: torch.Tensor, group) -> dict:  # name -> (dtype, value, gradient of x as float32)
+    out = {}
+    for name, fn in LOW_PRECISION.items():
+        leaf = x.clone().requires_grad_()
+        value = fn(leaf, group)
+        value.backward()
+        out[name] = (value.dtype, value.item(), leaf.grad.float().numpy())
+    return out
+
+
+def _low_precision_job(rank: int, world: int, dtype: str) -> dict:
+    nx, _ = SIZES[world]
+    x = torch.tensor(_global_data(world, False)["x"], dtype=getattr(torch, dtype))[_bounds(nx, rank)]
+    return _low_precision_run(x, WORLD)
+
+
+@pytest.mark.parametrize("dtype,tol", [("float32", 1e-5), ("float16", 2e-3)])
+def test_low_precision_inputs(pool, dtype, tol):
+    x = torch.tensor(_global_data(pool.world, False)["x"], dtype=getattr(torch, dtype))
+    single = _low_precision_run(x, None)
+    ranks = pool.values(_low_precision_job, dtype=dtype)
+    for name, (dtype_1, value_1, grad_1) in single.items():
+        for res in ranks:
+            assert res[name][0] == dtype_1
+            assert abs(res[name][1] - value_1) <= tol * max(1.0, abs(value_1)), (name, res[name][1], value_1)
+        got = np.concatenate([res[name][2] for res in ranks]) / pool.world
+        assert _rel(got, grad_1) < 50 * tol, name
