@@ -144,11 +144,18 @@ def _rel(a, b) -> float:
     return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-300))
 
 
+@pytest.fixture(scope="module")
+def _pools():
+    """Both process groups, started together (the 3-rank one starts while the 2-rank tests run)."""
+    pools = {world: Pool(world) for world in (2, 3)}
+    yield pools
+    for p in pools.values():
+        p.close()
+
+
 @pytest.fixture(scope="module", params=[2, 3], ids=["world2", "world3"])
-def pool(request):
-    p = Pool(request.param)
-    yield p
-    p.close()
+def pool(request, _pools):
+    return _pools[request.param]
 
 
 def _check_case(pool: Pool, case: str, batched: bool) -> None:
