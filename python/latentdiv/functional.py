@@ -5,6 +5,8 @@ Every function takes a batch of latent codes ``x`` of shape (n, D), or a stack o
 ``y=None`` (where offered) means the target N(0, I_D) itself, in closed form: no prior samples, no
 extra noise. Weights (``weights_x``, ``weights_y``, shape (n,) or (B, n)) are relative: they are
 normalised to sum to 1 inside (gradients flow through the normalisation); ``None`` means uniform.
+``group=`` (a ``torch.distributed`` process group or :data:`latentdiv.distributed.WORLD`): each
+rank passes its local batch and gets the value on the global batch (docs/distributed.md).
 
 Every O(n^2) term runs through :func:`latentdiv.pairwise_sum` / :func:`latentdiv.pdist` (the fused
 engine: memory O((n + m) D), no n x n tensor in the forward or the backward). Inputs in
@@ -159,6 +161,7 @@ def kl_normal(
     logvar: torch.Tensor,  # [..., D], log sigma^2
     reduction: str = "mean",
     max_logvar: float = 50.0,
+    group: Any = None,
 ) -> torch.Tensor:         # [] ("mean"/"sum") or [...] ("none")
     r"""KL divergence of the VAE posterior :math:`N(\mu, \mathrm{diag}\,\sigma^2)` from N(0, I), per sample:
 
@@ -178,6 +181,10 @@ def kl_normal(
     clamp would zero the gradient and leave such units stuck). Below it the formula is exact.
     Cost O(nD).
     """
+    if group is not None:  # the global batch of a torch.distributed group: latentdiv.distributed
+        from . import distributed
+
+        return distributed.kl_normal(mu, logvar, reduction, max_logvar, group=group)
     for t, name in ((mu, "mu"), (logvar, "logvar")):
         if not isinstance(t, torch.Tensor):
             raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
@@ -349,6 +356,7 @@ def mmd(
     weights_x: Optional[torch.Tensor] = None,  # [n] or [B, n]
     weights_y: Optional[torch.Tensor] = None,  # [m] or [B, m]
     preset: Optional[str] = None,
+    group: Any = None,
 ) -> torch.Tensor:                            # [] or [B]
     r"""Squared maximum mean discrepancy between two samples, or between x and N(0, I) (y = None).
 
@@ -400,6 +408,10 @@ def mmd(
 
     Cost O((n + m)^2 D) through the fused engine, memory O((n + m) D).
     """
+    if group is not None:  # the global batch of a torch.distributed group: latentdiv.distributed
+        from . import distributed
+
+        return distributed.mmd(x, y, kernel, bandwidth, scales, estimator, weights_x, weights_y, preset, group=group)
     kernel, estimator = _check_mmd_args(kernel, bandwidth, scales, estimator, preset)
     unbiased = estimator == "unbiased"
     why = " by the unbiased estimator (use estimator='biased' for n = 1)" if unbiased else ""
@@ -455,6 +467,7 @@ def mmd_to_normal(
     bandwidth: Union[float, Sequence[float], None] = None,
     estimator: str = "unbiased",
     weights: Optional[torch.Tensor] = None,  # [n] or [B, n]
+    group: Any = None,
 ) -> torch.Tensor:                          # [] or [B]
     r"""Squared MMD between the sample and N(0, I_D) itself, in closed form (no prior samples), for
     the gaussian kernel :math:`k_h(x, y) = e^{-\lVert x-y\rVert^2/(2h^2)}` (``bandwidth`` = h, the
@@ -473,6 +486,10 @@ def mmd_to_normal(
     (:func:`default_bandwidth`; a fixed h = 1 makes every term vanish in high D: ~1e-16 at D = 64).
     A NaN or inf in z gives a NaN result. Cost O(n^2 D) through the engine; memory O(nD).
     """
+    if group is not None:  # the global batch of a torch.distributed group: latentdiv.distributed
+        from . import distributed
+
+        return distributed.mmd_to_normal(z, bandwidth, estimator, weights, group=group)
     _check_choice(estimator, "estimator", _ESTIMATORS)
     unbiased = estimator == "unbiased"
     _check_samples(z, "z", 2 if unbiased else 1,
@@ -526,6 +543,7 @@ def cramer_wold(
     phi: str = "exact",
     weights_x: Optional[torch.Tensor] = None,  # [n] or [B, n]
     weights_y: Optional[torch.Tensor] = None,  # [m] or [B, m]
+    group: Any = None,
 ) -> torch.Tensor:                            # [] or [B]
     r"""Squared Cramer-Wold distance :math:`d_{cw}^2` (CWAE), the squared L2 distance between the
     gamma-smoothed 1-D projections averaged over all directions. With
@@ -559,6 +577,10 @@ def cramer_wold(
     ``gamma`` (the KDE variance) defaults to :func:`default_gamma` of x's batch size n.
     Cost O((n + m)^2 D) through the engine, memory O((n + m) D).
     """
+    if group is not None:  # the global batch of a torch.distributed group: latentdiv.distributed
+        from . import distributed
+
+        return distributed.cramer_wold(x, y, gamma, phi, weights_x, weights_y, group=group)
     _check_choice(phi, "phi", ("exact", "approx"))
     _check_samples(x, "x")
     _check_y(x, y)
@@ -615,6 +637,7 @@ def cwae_loss(
     phi: str = "exact",
     eps: float = 1e-7,
     weights: Optional[torch.Tensor] = None,  # [n] or [B, n]
+    group: Any = None,
 ) -> torch.Tensor:                          # [] or [B]
     r"""The CWAE latent loss :math:`\log(d_{cw}^2(Z, N(0, I)) + \varepsilon)` (:func:`cramer_wold`,
     y = None).
@@ -628,7 +651,7 @@ def cwae_loss(
     reference's own.
     """
     eps = check_positive(eps, "eps")
-    d2 = cramer_wold(z, None, gamma=gamma, phi=phi, weights_x=weights)
+    d2 = cramer_wold(z, None, gamma=gamma, phi=phi, weights_x=weights, group=group)
     return torch.log(d2 + eps)
 
 
@@ -640,6 +663,7 @@ def energy_distance(
     y: Optional[torch.Tensor] = None,         # [m, D] or [B, m, D]; None: N(0, I) in closed form
     weights_x: Optional[torch.Tensor] = None,  # [n] or [B, n]
     weights_y: Optional[torch.Tensor] = None,  # [m] or [B, m]
+    group: Any = None,
 ) -> torch.Tensor:                            # [] or [B]
     r"""Energy distance (Szekely & Rizzo), V-statistics (diagonals are 0):
 
@@ -657,6 +681,10 @@ def energy_distance(
     (duplicates) have gradient 0, never NaN. Weights as in :func:`mmd`. Cost O((n + m)^2 D) through
     the engine (kernel ``"energy"``), memory O((n + m) D).
     """
+    if group is not None:  # the global batch of a torch.distributed group: latentdiv.distributed
+        from . import distributed
+
+        return distributed.energy_distance(x, y, weights_x, weights_y, group=group)
     _check_samples(x, "x")
     _check_y(x, y)
     _check_w(weights_x, "weights_x", x, "x")
@@ -728,6 +756,7 @@ def sliced_wasserstein(
     projections: Optional[torch.Tensor] = None,  # [L, D] directions (normalised inside)
     weights_x: Optional[torch.Tensor] = None,  # [n] or [B, n]
     weights_y: Optional[torch.Tensor] = None,  # [m] or [B, m]
+    group: Any = None,
 ) -> torch.Tensor:                             # [] or [B]
     r"""Sliced 2-Wasserstein distance, squared, averaged over L random directions
     :math:`\theta_l` (uniform on the sphere: normalised N(0, I) draws, L = 50 as in the SWAE
@@ -754,6 +783,10 @@ def sliced_wasserstein(
     draws with ``generator`` (on x's device; None: the global RNG), shared by every batch element.
     Differentiable almost everywhere (through the sort). Cost O(L n D + L n log n).
     """
+    if group is not None:  # the global batch of a torch.distributed group: latentdiv.distributed
+        from . import distributed
+
+        return distributed.sliced_wasserstein(x, y, n_projections, generator, projections, weights_x, weights_y, group=group)
     _check_samples(x, "x")
     _check_y(x, y)
     _check_w(weights_x, "weights_x", x, "x")
@@ -846,10 +879,14 @@ _CVM_DOC = r"""
 """
 
 
-def radii_cvm(z: torch.Tensor) -> torch.Tensor:  # [n, D] or [B, n, D] -> [] or [B]
+def radii_cvm(z: torch.Tensor, group: Any = None) -> torch.Tensor:  # [n, D] or [B, n, D] -> [] or [B]
     r"""EDF-vs-CDF loss on the radii :math:`r_i = \lVert z_i\rVert`, whose law under N(0, I_D) is
     chi_D: :math:`F(r) = P(D/2, r^2/2)` (regularised lower incomplete gamma,
     :func:`latentdiv.special.chi_cdf`). Cost O(nD + n log n); radius 0 has gradient 0."""
+    if group is not None:  # the global batch of a torch.distributed group: latentdiv.distributed
+        from . import distributed
+
+        return distributed.radii_cvm(z, group=group)
     _check_samples(z, "z")
     if z.dim() == 3:
         return _map_batch(radii_cvm, z, {}, {})
@@ -859,12 +896,16 @@ def radii_cvm(z: torch.Tensor) -> torch.Tensor:  # [n, D] or [B, n, D] -> [] or 
     return nan_if_nonfinite(_cvm(special.chi_cdf(r, z.shape[-1])), z).to(z.dtype)
 
 
-def distances_cvm(z: torch.Tensor) -> torch.Tensor:  # [n, D] or [B, n, D] -> [] or [B]
+def distances_cvm(z: torch.Tensor, group: Any = None) -> torch.Tensor:  # [n, D] or [B, n, D] -> [] or [B]
     r"""EDF-vs-CDF loss on the n(n-1)/2 pairwise distances :math:`d_{ij}`, i < j, whose marginal
     law under N(0, I_D) is :math:`\sqrt2\,\chi_D`: :math:`F(d) = P(D/2, d^2/4)` (the values are
     dependent; each has this marginal). Distances by :func:`latentdiv.pdist` (engine); the
     n(n-1)/2 values and their sort are O(n^2) memory and O(n^2 (D + log n)) time.
     Needs n >= 2; duplicate points (d = 0) have gradient 0."""
+    if group is not None:  # the global batch of a torch.distributed group: latentdiv.distributed
+        from . import distributed
+
+        return distributed.distances_cvm(z, group=group)
     _check_samples(z, "z", 2, " (pairwise distances)")
     if z.dim() == 3:
         return _map_batch(distances_cvm, z, {}, {})
@@ -874,10 +915,14 @@ def distances_cvm(z: torch.Tensor) -> torch.Tensor:  # [n, D] or [B, n, D] -> []
     return nan_if_nonfinite(_cvm(special.chi_cdf(d / math.sqrt(2.0), z.shape[-1])), z).to(z.dtype)
 
 
-def coordinates_cvm(z: torch.Tensor) -> torch.Tensor:  # [n, D] or [B, n, D] -> [] or [B]
+def coordinates_cvm(z: torch.Tensor, group: Any = None) -> torch.Tensor:  # [n, D] or [B, n, D] -> [] or [B]
     r"""EDF-vs-CDF loss per coordinate: each column :math:`z_{\cdot j}` against N(0, 1),
     :math:`u = \Phi(z)`; the D statistics :math:`W^2_j` are averaged (mean over j, so the scale
     does not grow with D). Cost O(nD log n)."""
+    if group is not None:  # the global batch of a torch.distributed group: latentdiv.distributed
+        from . import distributed
+
+        return distributed.coordinates_cvm(z, group=group)
     _check_samples(z, "z")
     if z.dim() == 3:
         return _map_batch(coordinates_cvm, z, {}, {})

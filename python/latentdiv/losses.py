@@ -11,6 +11,10 @@ Calling conventions (as geomloss's ``SamplesLoss``):
 
 x of shape (n, D) gives one value; (B, n, D) gives one value per batch element, reduced over the
 batch by ``reduction`` = ``"mean"`` (default) | ``"sum"`` | ``"none"`` (shape (B,)).
+
+Every module takes ``group=`` (a ``torch.distributed`` process group or
+:data:`latentdiv.distributed.WORLD`): then each rank passes its local batch and gets the value on the
+global batch (docs/distributed.md).
 """
 
 from __future__ import annotations
@@ -51,9 +55,10 @@ class _SampleLoss(nn.Module):
     two_sample = True
     weighted = True
 
-    def __init__(self, reduction: str = "mean") -> None:
+    def __init__(self, reduction: str = "mean", group: Any = None) -> None:
         super().__init__()
         self.reduction = check_choice(reduction, "reduction", _REDUCTIONS)
+        self.group = group  # a torch.distributed group (or distributed.WORLD): the global batch's value
 
     def _parse(self, args: Tuple[Any, ...]):
         name = type(self).__name__
@@ -94,13 +99,14 @@ class KLNormalLoss(nn.Module):
     (:func:`latentdiv.functional.kl_normal`), called as ``loss(mu, logvar)`` with tensors of shape
     (..., D). ``reduction``: mean / sum over samples, or ``"none"`` (shape ``mu.shape[:-1]``)."""
 
-    def __init__(self, reduction: str = "mean", max_logvar: float = 50.0) -> None:
+    def __init__(self, reduction: str = "mean", max_logvar: float = 50.0, group: Any = None) -> None:
         super().__init__()
+        self.group = group
         self.reduction = check_choice(reduction, "reduction", _REDUCTIONS)
         self.max_logvar = check_positive(max_logvar, "max_logvar")
 
     def forward(self, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-        return F.kl_normal(mu, logvar, reduction=self.reduction, max_logvar=self.max_logvar)
+        return F.kl_normal(mu, logvar, reduction=self.reduction, max_logvar=self.max_logvar, group=self.group)
 
     def extra_repr(self) -> str:
         return f"reduction={self.reduction!r}, max_logvar={self.max_logvar}"
@@ -120,8 +126,8 @@ class MMDLoss(_SampleLoss):
 
     def __init__(self, kernel: Optional[str] = None, bandwidth: Any = None, scales: Optional[Sequence[float]] = None,
                  estimator: Optional[str] = None, preset: Optional[str] = None, reduction: str = "mean",
-                 generator: Optional[torch.Generator] = None) -> None:
-        super().__init__(reduction)
+                 generator: Optional[torch.Generator] = None, group: Any = None) -> None:
+        super().__init__(reduction, group)
         # The same checks as mmd's, here, so that MMDLoss(bandwidth=-1) fails where it is written.
         self._kernel, _ = F._check_mmd_args(kernel, bandwidth, scales, estimator, preset)
         if generator is not None and not isinstance(generator, torch.Generator):
@@ -134,7 +140,7 @@ class MMDLoss(_SampleLoss):
             check_samples(x, "x")
             y = torch.randn(x.shape, generator=self.generator, device=x.device, dtype=x.dtype)
         return F.mmd(x, y, kernel=self.kernel, bandwidth=self.bandwidth, scales=self.scales,
-                     estimator=self.estimator, weights_x=a, weights_y=b, preset=self.preset)
+                     estimator=self.estimator, weights_x=a, weights_y=b, preset=self.preset, group=self.group)
 
     def extra_repr(self) -> str:
         return (f"kernel={self.kernel!r}, bandwidth={self.bandwidth!r}, scales={self.scales!r}, "
@@ -148,15 +154,15 @@ class MMDToNormalLoss(_SampleLoss):
     two_sample = False
 
     def __init__(self, bandwidth: Union[float, Sequence[float], None] = None, estimator: str = "unbiased",
-                 reduction: str = "mean") -> None:
-        super().__init__(reduction)
+                 reduction: str = "mean", group: Any = None) -> None:
+        super().__init__(reduction, group)
         if bandwidth is not None:  # None: h = sqrt(2D) of each call (functional.default_bandwidth)
             bandwidth_scales(bandwidth, "bandwidth")
         self.bandwidth = bandwidth
         self.estimator = check_choice(estimator, "estimator", F._ESTIMATORS)
 
     def _value(self, x, y, a, b):
-        return F.mmd_to_normal(x, bandwidth=self.bandwidth, estimator=self.estimator, weights=a)
+        return F.mmd_to_normal(x, bandwidth=self.bandwidth, estimator=self.estimator, weights=a, group=self.group)
 
     def extra_repr(self) -> str:
         return f"bandwidth={self.bandwidth!r}, estimator={self.estimator!r}, reduction={self.reduction!r}"
@@ -169,14 +175,14 @@ class CramerWoldLoss(_SampleLoss):
     of each call's batch size."""
 
     def __init__(self, gamma: Optional[float] = None, phi: str = "exact", log: bool = False, eps: float = 1e-7,
-                 reduction: str = "mean") -> None:
-        super().__init__(reduction)
+                 reduction: str = "mean", group: Any = None) -> None:
+        super().__init__(reduction, group)
         self.gamma = None if gamma is None else check_positive(gamma, "gamma")
         self.phi = check_choice(phi, "phi", ("exact", "approx"))
         self.log, self.eps = check_bool(log, "log"), check_positive(eps, "eps")
 
     def _value(self, x, y, a, b):
-        d2 = F.cramer_wold(x, y, gamma=self.gamma, phi=self.phi, weights_x=a, weights_y=b)
+        d2 = F.cramer_wold(x, y, gamma=self.gamma, phi=self.phi, weights_x=a, weights_y=b, group=self.group)
         return torch.log(d2 + self.eps) if self.log else d2
 
     def extra_repr(self) -> str:
@@ -188,7 +194,7 @@ class EnergyDistanceLoss(_SampleLoss):
     between two samples (ED itself: twice geomloss's ``SamplesLoss("energy")``)."""
 
     def _value(self, x, y, a, b):
-        return F.energy_distance(x, y, weights_x=a, weights_y=b)
+        return F.energy_distance(x, y, weights_x=a, weights_y=b, group=self.group)
 
 
 class SlicedWassersteinLoss(_SampleLoss):
@@ -197,8 +203,8 @@ class SlicedWassersteinLoss(_SampleLoss):
     (with ``generator``) unless fixed ``projections`` (L, D) are given."""
 
     def __init__(self, n_projections: int = 50, generator: Optional[torch.Generator] = None,
-                 projections: Optional[torch.Tensor] = None, reduction: str = "mean") -> None:
-        super().__init__(reduction)
+                 projections: Optional[torch.Tensor] = None, reduction: str = "mean", group: Any = None) -> None:
+        super().__init__(reduction, group)
         self.n_projections, self.generator = check_int(n_projections, "n_projections", 1), generator
         if projections is not None:
             self.register_buffer("projections", projections)
@@ -207,7 +213,8 @@ class SlicedWassersteinLoss(_SampleLoss):
 
     def _value(self, x, y, a, b):
         return F.sliced_wasserstein(x, y, n_projections=self.n_projections, generator=self.generator,
-                                    projections=self.projections, weights_x=a, weights_y=b)
+                                    projections=self.projections, weights_x=a, weights_y=b,
+                                    group=self.group)
 
     def extra_repr(self) -> str:
         return f"n_projections={self.n_projections}, reduction={self.reduction!r}"
@@ -220,7 +227,7 @@ class RadiiCvMLoss(_SampleLoss):
     weighted = False
 
     def _value(self, x, y, a, b):
-        return F.radii_cvm(x)
+        return F.radii_cvm(x, group=self.group)
 
 
 class DistancesCvMLoss(_SampleLoss):
@@ -231,7 +238,7 @@ class DistancesCvMLoss(_SampleLoss):
     weighted = False
 
     def _value(self, x, y, a, b):
-        return F.distances_cvm(x)
+        return F.distances_cvm(x, group=self.group)
 
 
 class CoordinatesCvMLoss(_SampleLoss):
@@ -242,4 +249,4 @@ class CoordinatesCvMLoss(_SampleLoss):
     weighted = False
 
     def _value(self, x, y, a, b):
-        return F.coordinates_cvm(x)
+        return F.coordinates_cvm(x, group=self.group)

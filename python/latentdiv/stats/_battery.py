@@ -18,6 +18,7 @@ from .. import special
 from .._validation import check_int
 from ..pairwise import pairwise_sum, pdist
 from . import _common as C
+from ..distributed import global_sample as _global_sample
 from ._common import MardiaResult, NormalityTestResult
 
 BetaArg = Union[None, str, float]
@@ -58,7 +59,7 @@ def _mardia_stats(y: torch.Tensor, chunk: int) -> np.ndarray:  # y: [n, D] prepa
 
 
 def mardia(z, *, target: str = "standard", null: str = "auto", n_resamples: int = 1000,
-           generator: C.Generator = 0, chunk: int = 1024, progress=False) -> MardiaResult:
+           generator: C.Generator = 0, chunk: int = 1024, progress=False, group=None) -> MardiaResult:
     r"""Mardia's multivariate skewness and kurtosis.
 
     With :math:`m_{ij} = y_i^\top y_j` (target="standard": y = z; "estimated": y = whitened z with
@@ -75,6 +76,8 @@ def mardia(z, *, target: str = "standard", null: str = "auto", n_resamples: int 
     :math:`k = (D+1)(n+1)(n+3) / (n((n+1)(D+1) - 6))` (Mardia 1974; R MVN), which is reported in
     ``skewness.details["corrected_statistic"]`` with ``details["small_sample_factor"]`` = k.
     """
+    if group is not None:  # the global sample of a torch.distributed group (latentdiv.distributed)
+        z = _global_sample(z, group)
     x = C.as_sample(z)
     target = C.check_target(target)
     n, d = x.shape
@@ -175,7 +178,7 @@ def _hz_lognormal_pvalue(hz: float, beta: float, d: int) -> float:
 
 
 def henze_zirkler(z, *, beta: BetaArg = None, target: str = "standard", null: str = "auto",
-                  n_resamples: int = 1000, generator: C.Generator = 0, progress=False) -> NormalityTestResult:
+                  n_resamples: int = 1000, generator: C.Generator = 0, progress=False, group=None) -> NormalityTestResult:
     r"""Henze-Zirkler (BHEP_beta) test: n x the Gaussian-kernel MMD^2 between the sample and N(0, I)
     with kernel width h = 1/beta (docs/formulas.md 7b).
 
@@ -185,6 +188,8 @@ def henze_zirkler(z, *, beta: BetaArg = None, target: str = "standard", null: st
     null: "auto" = "monte carlo"; "asymptotic" (target="estimated" only) = the lognormal approximation
     of Henze & Zirkler as in pingouin.
     """
+    if group is not None:  # the global sample of a torch.distributed group (latentdiv.distributed)
+        z = _global_sample(z, group)
     x = C.as_sample(z)
     target = C.check_target(target)
     n, d = x.shape
@@ -222,10 +227,12 @@ def _energy_stat(y: torch.Tensor) -> float:  # y: [n, D] prepared
 
 
 def energy_test(z, *, target: str = "standard", null: str = "auto", n_resamples: int = 1000,
-                generator: C.Generator = 0, progress=False) -> NormalityTestResult:
+                generator: C.Generator = 0, progress=False, group=None) -> NormalityTestResult:
     r"""Szekely-Rizzo energy test of normality. target="estimated" whitens with the unbiased (n - 1)
     covariance and its symmetric inverse square root, exactly as R's ``energy::mvnorm.e``. The p-value
     is always Monte Carlo (parametric bootstrap, as ``energy::mvnorm.test``)."""
+    if group is not None:  # the global sample of a torch.distributed group (latentdiv.distributed)
+        z = _global_sample(z, group)
     x = C.as_sample(z)
     target = C.check_target(target)
     n, d = x.shape
@@ -376,38 +383,46 @@ EDF_LABEL = C.EDF_NAMES
 
 
 def radii_test(z, *, statistic: str = "cvm", target: str = "standard", null: str = "auto",
-               n_resamples: int = 1000, generator: C.Generator = 0, progress=False) -> NormalityTestResult:
+               n_resamples: int = 1000, generator: C.Generator = 0, progress=False, group=None) -> NormalityTestResult:
     r"""EDF test of the radii ||y_i|| against chi_D (CDF P(D/2, r^2/2)).
 
     target="standard": the radii are i.i.d. chi_D under H0, so "auto" gives scipy's CvM / KS p-values
     (asymptotic with finite-n corrections / exact) and a Monte Carlo AD p-value from uniform order
     statistics. target="estimated": Mahalanobis radii of the whitened sample (dependent: they satisfy
     sum r_i^2 = n D), Monte Carlo null."""
+    if group is not None:  # the global sample of a torch.distributed group (latentdiv.distributed)
+        z = _global_sample(z, group)
     return _edf_test("radii", z, statistic, target, null, n_resamples, generator, progress)
 
 
 def distance_test(z, *, statistic: str = "cvm", target: str = "standard", null: str = "auto",
-                  n_resamples: int = 1000, generator: C.Generator = 0, progress=False) -> NormalityTestResult:
+                  n_resamples: int = 1000, generator: C.Generator = 0, progress=False, group=None) -> NormalityTestResult:
     r"""EDF test of the n(n-1)/2 pairwise distances ||y_i - y_j|| (``latentdiv.pdist``) against
     sqrt(2) chi_D (CDF P(D/2, d^2/4)). The distances are dependent (a U-process): Monte Carlo null."""
+    if group is not None:  # the global sample of a torch.distributed group (latentdiv.distributed)
+        z = _global_sample(z, group)
     return _edf_test("distances", z, statistic, target, null, n_resamples, generator, progress)
 
 
 def projection_test(z, *, statistic: str = "cvm", n_projections: int = 32, target: str = "standard",
                     null: str = "auto", n_resamples: int = 1000, generator: C.Generator = 0,
-                    progress=False) -> NormalityTestResult:
+                    progress=False, group=None) -> NormalityTestResult:
     r"""EDF tests of 1-D projections y theta_l against N(0, 1) for ``n_projections`` directions drawn
     uniformly on the sphere from ``generator``; the statistic is the maximum over directions (the
     worst direction), with a Monte Carlo null (the projections share the data: dependent)."""
+    if group is not None:  # the global sample of a torch.distributed group (latentdiv.distributed)
+        z = _global_sample(z, group)
     return _edf_test("projections", z, statistic, target, null, n_resamples, generator, progress,
                      n_projections=n_projections)
 
 
 def coordinate_test(z, *, statistic: str = "cvm", target: str = "standard", null: str = "auto",
-                    n_resamples: int = 1000, generator: C.Generator = 0, progress=False) -> NormalityTestResult:
+                    n_resamples: int = 1000, generator: C.Generator = 0, progress=False, group=None) -> NormalityTestResult:
     r"""EDF test of all n D coordinates pooled against N(0, 1).
 
     target="standard": i.i.d. N(0, 1) under H0: scipy's CvM / KS p-values, AD by Monte Carlo over
     uniform order statistics. target="estimated": coordinates of the whitened sample after a random
     (Haar, from ``generator``) rotation, Monte Carlo null."""
+    if group is not None:  # the global sample of a torch.distributed group (latentdiv.distributed)
+        z = _global_sample(z, group)
     return _edf_test("coordinates", z, statistic, target, null, n_resamples, generator, progress)

@@ -13,6 +13,7 @@ import numpy as np
 from .._validation import check_open_unit
 from . import _battery as B
 from . import _common as C
+from ..distributed import global_sample as _global_sample
 
 FAMILIES = ("mardia", "henze_zirkler", "energy", "radii", "distances", "projections", "coordinates")
 TEST_IDS = (
@@ -126,10 +127,12 @@ def _fmt_p(p: float) -> str:
 
 def normality_report(z, *, target: str = "standard", alpha: float = 0.05, n_resamples: int = 1000,
                      generator: C.Generator = 0, tests: Optional[Sequence[str]] = None, beta=None,
-                     n_projections: int = 32, progress=False) -> NormalityReport:
+                     n_projections: int = 32, progress=False, group=None) -> NormalityReport:
     """Run the battery (all of :data:`TEST_IDS`, or those named in ``tests``: ids or family names such
     as "radii"), then Holm's correction at ``alpha``. Monte Carlo nulls are cached (a second report on
     a sample of the same (n, D) costs only the statistics)."""
+    if group is not None:  # the global sample of a torch.distributed group (latentdiv.distributed)
+        z = _global_sample(z, group)
     x = C.as_sample(z)
     target = C.check_target(target)
     check_open_unit(alpha, "alpha")
