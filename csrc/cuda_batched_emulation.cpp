@@ -5,6 +5,7 @@
 // executor is the one csrc/cuda_emulation.cpp describes, repeated here so this mode stays in its own
 // files. Not a performance path: tests/test_batched.py compares it with the CPU schedule.
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
 
 #include <cstdint>
 #include <functional>

@@ -93,7 +93,8 @@ def _fallback(x: Tensor, y: Optional[Tensor], w: Tensor, v: Tensor, spec, bandwi
     out = torch.zeros(w.shape[0], dtype=torch.float64, device=x.device)
     for i0 in range(0, xd.shape[0], _FALLBACK_ROWS):
         xi = xd[i0:i0 + _FALLBACK_ROWS]
-        r = torch.cdist(xi, yd).clamp_min(0.0)
+        # Direct differences (not the matmul form): exact zeros at duplicates, accurate small r.
+        r = torch.cdist(xi, yd, compute_mode="donot_use_mm_for_euclid_dist")
         k = spec.formula(r, bandwidth, dim, options)  # [rows, m]
         if exclude_diagonal:
             idx = torch.arange(xi.shape[0], device=x.device)
