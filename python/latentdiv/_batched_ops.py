@@ -104,6 +104,33 @@ def _fallback(x: Tensor, y: Optional[Tensor], w: Tensor, v: Tensor, spec, bandwi
     return out
 
 
+def self_row_sums(
+    z: Tensor,  # [N, D], float32 / float64, contiguous
+    kernel: str,
+    bandwidth: Any,
+    exclude_diagonal: bool,
+    **kernel_options: Any,
+) -> Tensor:    # [N] float64
+    """Row sums r_i = sum_j k(z_i, z_j) of the self pairs (j != i with exclude_diagonal), in float64:
+    the engine's VALUE mode (ops.pair_rows) where it runs, else chunked pure torch."""
+    spec = get_kernel(kernel)
+    params = _engine_params(spec, bandwidth, z.shape[1], kernel_options)
+    if _ext.use_compiled(z.device):
+        return torch.ops.latentdiv.pair_rows(z, None, None, spec.kernel_id, list(params), exclude_diagonal)
+    zd = z.to(torch.float64)
+    rows = []
+    for i0 in range(0, zd.shape[0], _FALLBACK_ROWS):
+        zi = zd[i0:i0 + _FALLBACK_ROWS]
+        k = spec.formula(torch.cdist(zi, zd, compute_mode="donot_use_mm_for_euclid_dist"), bandwidth, z.shape[1],
+                         kernel_options)
+        if exclude_diagonal:
+            idx = torch.arange(zi.shape[0], device=z.device)
+            k = k.clone()
+            k[idx, idx + i0] = 0.0
+        rows.append(k.sum(dim=1))
+    return torch.cat(rows)
+
+
 def batched_pairwise_sum(
     x: Tensor,                      # [n, D]
     y: Optional[Tensor] = None,     # [m, D]; None: y is x

@@ -5,6 +5,7 @@ Tests: :func:`mardia`, :func:`henze_zirkler`, :func:`energy_test`, and EDF tests
 Kolmogorov-Smirnov, Anderson-Darling) on radii (:func:`radii_test`), pairwise distances
 (:func:`distance_test`), random projections (:func:`projection_test`) and coordinates
 (:func:`coordinate_test`); :func:`normality_report` runs them all with Holm's correction.
+Two-sample permutation tests (docs/two_sample.md): :func:`mmd_test`, :func:`energy_two_sample_test`.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from ._battery import (
     radii_test,
 )
 from ._common import MIN_SAMPLES, MardiaResult, NormalityTestResult, clear_null_cache, null_cache_info
+from .two_sample import energy_two_sample_test, mmd_test
 from .report import NormalityReport, estimate_seconds, holm, min_resamples, normality_report, resamples_warning
 
 __all__ = [
@@ -36,11 +38,13 @@ __all__ = [
     "default_beta",
     "distance_test",
     "energy_test",
+    "energy_two_sample_test",
     "estimate_seconds",
     "henze_zirkler",
     "holm",
     "mardia",
     "min_resamples",
+    "mmd_test",
     "normality_report",
     "null_cache_info",
     "projection_test",
