@@ -5,6 +5,7 @@ Tests: :func:`mardia`, :func:`henze_zirkler`, :func:`energy_test`, and EDF tests
 Kolmogorov-Smirnov, Anderson-Darling) on radii (:func:`radii_test`), pairwise distances
 (:func:`distance_test`), random projections (:func:`projection_test`) and coordinates
 (:func:`coordinate_test`); :func:`normality_report` runs them all with Holm's correction.
+SIGReg (LeJEPA's sliced Epps-Pulley statistic): :func:`sigreg_test`.
 Two-sample permutation tests (docs/two_sample.md): :func:`mmd_test`, :func:`energy_two_sample_test`.
 """
 
@@ -23,6 +24,7 @@ from ._battery import (
     radii_test,
 )
 from ._common import MIN_SAMPLES, MardiaResult, NormalityTestResult, clear_null_cache, null_cache_info
+from .sigreg_test import sigreg_test
 from .two_sample import energy_two_sample_test, mmd_test
 from .report import NormalityReport, estimate_seconds, holm, min_resamples, normality_report, resamples_warning
 
@@ -50,4 +52,5 @@ __all__ = [
     "projection_test",
     "radii_test",
     "resamples_warning",
+    "sigreg_test",
 ]
