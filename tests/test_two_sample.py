@@ -167,3 +167,88 @@ def test_calibrated_under_h0(test):
         rejections += test(x, y, n_permutations=199, generator=r).pvalue <= alpha
     rate = rejections / reps
     assert abs(rate - alpha) <= 3 * math.sqrt(alpha * (1 - alpha) / reps), rate
+
+
+# ---- linear-time and block (B-test) estimators -----------------------------------------------------
+from scipy import stats as sps  # noqa: E402
+
+from latentdiv.linear_mmd import block_mmd, block_mmd_terms, linear_mmd, linear_mmd_terms  # noqa: E402
+from latentdiv.stats import block_mmd_test, linear_mmd_test  # noqa: E402
+
+
+def _population_mmd2(shift_norm2: float, h: float, d: int) -> float:
+    """MMD^2 between N(0, I) and N(mu, I) for the gaussian kernel exp(-r^2 / (2 h^2)) (closed form):
+    2 c (1 - exp(-|mu|^2 / (2 (h^2 + 2)))), c = (h^2 / (h^2 + 2))^(D/2)."""
+    c = (h * h / (h * h + 2.0)) ** (d / 2.0)
+    return 2.0 * c * (1.0 - math.exp(-shift_norm2 / (2.0 * (h * h + 2.0))))
+
+
+def test_linear_and_block_terms_by_definition():
+    x, y = _sample(9, 2, 71), _sample(7, 2, 72)
+    h = linear_mmd_terms(x, y, bandwidth=1.2)
+    k = lambda a, b: math.exp(-float(((a - b) ** 2).sum()) / (2 * 1.2 ** 2))  # noqa: E731
+    assert h.shape == (3,)
+    for p in range(3):
+        want = k(x[2 * p], x[2 * p + 1]) + k(y[2 * p], y[2 * p + 1]) - k(x[2 * p], y[2 * p + 1]) - k(x[2 * p + 1], y[2 * p])
+        assert h[p].item() == pytest.approx(want, rel=1e-12)
+    eta = block_mmd_terms(x, y, block_size=3, bandwidth=1.2)
+    assert eta.shape == (2,)
+    for blk in range(2):
+        xs, ys = x[3 * blk:3 * blk + 3], y[3 * blk:3 * blk + 3]
+        want = latentdiv.mmd(xs, ys, bandwidth=1.2, estimator="unbiased").item()
+        assert eta[blk].item() == pytest.approx(want, rel=1e-12, abs=1e-14)
+
+
+@pytest.mark.parametrize("estimator", ["linear", "block"])
+def test_unbiased_over_replications(estimator):
+    reps, n, d, h = 300, 200, 3, 1.5
+    mu = torch.full((d,), 0.4, dtype=torch.float64)
+    target = _population_mmd2(float((mu ** 2).sum()), h, d)
+    vals = []
+    for r in range(reps):
+        x, y = _sample(n, d, 5000 + 2 * r), _sample(n, d, 5001 + 2 * r) + mu
+        vals.append((linear_mmd(x, y, bandwidth=h) if estimator == "linear" else block_mmd(x, y, bandwidth=h)).item())
+    vals = np.asarray(vals)
+    se = vals.std(ddof=1) / math.sqrt(reps)
+    assert abs(vals.mean() - target) <= 4 * se, (vals.mean(), target, se)
+
+
+@pytest.mark.parametrize("test", [linear_mmd_test, block_mmd_test], ids=["linear", "block"])
+def test_standardised_null_is_standard_normal(test):
+    """The z-score over 300 H0 replications. The normal limit needs many i.i.d. terms: 500 pairs for
+    the linear estimator, 100 blocks of 10 for the B-test (with 20 blocks the studentised mean is
+    visibly heavy-tailed and skewed)."""
+    reps = 300
+    kw = dict(bandwidth=1.5) if test is linear_mmd_test else dict(bandwidth=1.5, block_size=10)
+    z = np.asarray([test(_sample(1000, 3, 7000 + 2 * r), _sample(1000, 3, 7001 + 2 * r), **kw).details["zscore"]
+                    for r in range(reps)])
+    assert abs(z.mean()) <= 4 / math.sqrt(reps)
+    assert abs(z.std(ddof=1) - 1.0) <= 0.15
+    assert sps.kstest(z, "norm").pvalue > 1e-3
+
+
+@pytest.mark.parametrize("test", [linear_mmd_test, block_mmd_test], ids=["linear", "block"])
+def test_asymptotic_tests_have_power(test):
+    x, y = _sample(3000, 4, 81), _sample(3000, 4, 82, shift=0.3)
+    res = test(x, y)
+    assert res.null == "asymptotic" and res.target == "two-sample" and res.pvalue < 1e-3
+    assert res.pvalue == pytest.approx(sps.norm.sf(res.details["zscore"]))
+
+
+def test_linear_and_block_are_differentiable_losses():
+    x = _sample(12, 3, 91).requires_grad_(True)
+    y = _sample(12, 3, 92).requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda a, b: linear_mmd(a, b, bandwidth=1.3), (x, y))
+    assert torch.autograd.gradcheck(lambda a, b: block_mmd(a, b, block_size=4, kernel="energy"), (x, y))
+
+
+def test_linear_block_errors():
+    x = _sample(10, 3, 93)
+    with pytest.raises(ValueError, match="block_size"):
+        block_mmd(x, x, block_size=11)
+    with pytest.raises(ValueError, match="block_size"):
+        block_mmd(x, x, block_size=1)
+    with pytest.raises(ValueError, match="dimension"):
+        linear_mmd(x, _sample(10, 2, 94))
+    with pytest.raises(ValueError, match="at least 2"):
+        linear_mmd(x[:1], x)
