@@ -46,6 +46,8 @@ BatchedPairArgs make_batched_args(int dtype,
   a.dtype = dtype;
   a.self_pairs = self_pairs ? 1 : 0;
   a.exclude_diagonal = exclude_diagonal ? 1 : 0;
+  // v is w on self pairs: the symmetric form (half the pairs on the CPU; the CUDA schedule ignores it).
+  a.symmetric = self_pairs && v == w ? 1 : 0;
   a.num_threads = num_threads;
   a.kernel.kernel = kernel;
   a.kernel.n_params = static_cast<std::int32_t>(params.size());

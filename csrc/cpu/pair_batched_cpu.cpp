@@ -113,6 +113,10 @@ Status batched_rows(const BatchedPairArgs& a) {
   const index_t n = a.n, m = a.m, d = a.d, nb = a.batch;
   const index_t bp = (nb + kLanes - 1) / kLanes * kLanes;  // padded batch
   const bool skip_diag = a.exclude_diagonal != 0;
+  // Symmetric form (self pairs, V = W): k is symmetric, so sum_ij w_i k_ij w_j = 2 sum_{i<j} + the
+  // diagonal. Each row visits only the tiles from its own column on (half the pairs); the pair j < i
+  // of a visited tile gets 0, the diagonal half its value (then everything is doubled, exactly).
+  const bool symmetric = a.symmetric != 0;
   const KernelParams kp = a.kernel;
   const int threads = a.num_threads > 0 ? a.num_threads : 1;
   const index_t groups = (n + kGroupRows - 1) / kGroupRows;
@@ -163,7 +167,7 @@ Status batched_rows(const BatchedPairArgs& a) {
           for (index_t k = 0; k < d; ++k) xb[r * d + k] = r < rcount ? static_cast<double>(x[(i0 + r) * d + k]) : 0.0;
         }
         std::fill(acc.begin(), acc.end(), 0.0);
-        for (index_t j0 = 0; j0 < m; j0 += kCols) {
+        for (index_t j0 = symmetric ? i0 / kCols * kCols : 0; j0 < m; j0 += kCols) {
           const index_t cols = std::min(kCols, m - j0);
           const double* pan = ypan.data() + (j0 / kCols) * d * kCols;  // [d, kCols]
           for (index_t r = 0; r < kRows; ++r) {
@@ -189,7 +193,14 @@ Status batched_rows(const BatchedPairArgs& a) {
             K::template eval<double>(kp, r2p[e], f, df);
             ktp[e] = f;
           }
-          if (skip_diag) {
+          if (symmetric) {
+            for (index_t r = 0; r < rcount; ++r) {
+              const index_t ci = i0 + r - j0;  // the diagonal's column in this tile
+              for (index_t c = 0; c < cols && c <= ci; ++c) {
+                kt[r * kCols + c] = c < ci || skip_diag ? 0.0 : 0.5 * kt[r * kCols + c];
+              }
+            }
+          } else if (skip_diag) {
             for (index_t r = 0; r < rcount; ++r) {
               const index_t c = i0 + r - j0;
               if (c >= 0 && c < cols) kt[r * kCols + c] = 0.0;
@@ -218,7 +229,7 @@ Status batched_rows(const BatchedPairArgs& a) {
   for (index_t b = 0; b < nb; ++b) {
     double s = 0.0;
     for (index_t g = 0; g < groups; ++g) s += partial[g * bp + b];
-    a.out[b] = s;
+    a.out[b] = symmetric ? 2.0 * s : s;
   }
   return kOk;
 }

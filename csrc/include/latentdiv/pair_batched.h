@@ -35,6 +35,7 @@ struct BatchedPairArgs {
   std::int32_t dtype;             // DType
   std::int32_t self_pairs;        // 1: y is x (m == n); enables exclude_diagonal
   std::int32_t exclude_diagonal;  // 1: skip j == i; requires self_pairs
+  std::int32_t symmetric;         // 1: v is w (and self pairs): the CPU schedule visits j >= i only
   std::int32_t num_threads;       // CPU: OpenMP threads
   KernelParams kernel;
 };
@@ -51,6 +52,7 @@ inline Status validate_batched(const BatchedPairArgs& a) {
   if (a.batch > 0 && ((a.n > 0 && a.w == nullptr) || (a.m > 0 && a.v == nullptr))) return kBadArgument;
   if (a.self_pairs != 0 && (a.x != a.y || a.n != a.m)) return kBadArgument;
   if (a.exclude_diagonal != 0 && a.self_pairs == 0) return kBadArgument;
+  if (a.symmetric != 0 && (a.self_pairs == 0 || a.v != a.w)) return kBadArgument;
   if (a.kernel.n_params < 0 || a.kernel.n_params > kMaxKernelParams) return kBadArgument;
   return kOk;
 }
