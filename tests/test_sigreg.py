@@ -158,3 +158,17 @@ def test_errors_name_the_argument():
     with pytest.raises(TypeError, match="z"):
         sigreg([[1.0]])
     assert latentdiv.sigreg is sigreg
+
+
+def test_untruncated_integral_is_the_bhep_form():
+    """With t_max large the statistic is the closed form sqrt(2 pi) [mean_ij e^{-(u_i-u_j)^2/2}
+    - sqrt(2) mean_i e^{-u_i^2/4} + 1/sqrt(3)] times n (docs/formulas.md section 12)."""
+    gen = torch.Generator().manual_seed(8)
+    z = torch.randn(15, 2, generator=gen, dtype=torch.float64)
+    a = slice_directions(2, 3, seed=2)
+    got = slice_statistics(z, a, 12.0, 6001)
+    u = z @ a  # [n, S]
+    diff = u.unsqueeze(0) - u.unsqueeze(1)
+    closed = math.sqrt(2 * math.pi) * (torch.exp(-diff ** 2 / 2).mean(dim=(0, 1))
+                                        - math.sqrt(2) * torch.exp(-u ** 2 / 4).mean(dim=0) + 1 / math.sqrt(3))
+    assert torch.allclose(got, 15 * closed, rtol=1e-8)
