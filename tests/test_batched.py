@@ -272,3 +272,53 @@ def test_symmetric_form_visits_half_the_pairs(n, diag):
     for b in (0, 18):  # bit-identical across B in the symmetric form too
         assert torch.equal(batched_pairwise_sum(x, weights_x=w[b:b + 1], kernel="laplacian", bandwidth=1.3,
                                                 exclude_diagonal=diag)[0], sym[b])
+
+
+BATCHED_CHILD = """
+import sys, time
+import torch, latentdiv
+gen = torch.Generator().manual_seed(0)
+small = torch.randn(50, 3, generator=gen)
+ws = torch.randn(4, 50, generator=gen)
+before = latentdiv.batched_pairwise_sum(small, weights_x=ws)
+x = torch.randn(12000, 16, generator=gen)
+w = torch.rand(400, 12000, generator=gen)
+print("ready", flush=True)
+try:
+    latentdiv.batched_pairwise_sum(x, weights_x=w, bandwidth=4.0)
+    print("finished", time.monotonic(), flush=True)
+except KeyboardInterrupt:
+    print("interrupted", time.monotonic(), flush=True)
+print("same", bool(torch.equal(latentdiv.batched_pairwise_sum(small, weights_x=ws), before)), flush=True)
+"""
+
+
+@requires_compiled
+@pytest.mark.skipif(not hasattr(__import__("signal"), "SIGINT") or __import__("os").name != "posix",
+                    reason="POSIX signals")
+def test_sigint_stops_a_batched_call():
+    """Ctrl-C during a long batched call (seconds on 2 cores): KeyboardInterrupt within a second, and
+    the engine gives the same bits afterwards (the plumbing of tests/test_interrupt.py)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-c", BATCHED_CHILD], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("ready"), (line, proc.stderr.read())
+        time.sleep(0.5)
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        first, second = proc.stdout.readline().split(), proc.stdout.readline().strip()
+        _, err = proc.communicate(timeout=600)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    assert first[0] == "interrupted", first
+    assert float(first[1]) - sent < 1.0
+    assert second == "same True"
