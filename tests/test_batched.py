@@ -322,3 +322,17 @@ def test_sigint_stops_a_batched_call():
     assert first[0] == "interrupted", first
     assert float(first[1]) - sent < 1.0
     assert second == "same True"
+
+
+@requires_compiled
+def test_custom_op_opcheck():
+    """The op's schema, fake (meta) implementation and dispatcher registration (no autograd: values only)."""
+    from latentdiv._batched_ops import pair_batched
+
+    x, y, w, v = _inputs(12, 9, 3, 4, torch.float64)
+    spec = get_kernel("gaussian")
+    params = list(kernel_params(spec, 1.2, 3, {}))
+    torch.library.opcheck(pair_batched, (x, y, w, v, spec.kernel_id, params, False),
+                          test_utils=("test_schema", "test_faketensor"))
+    torch.library.opcheck(pair_batched, (x, None, w, w, spec.kernel_id, params, True),
+                          test_utils=("test_schema", "test_faketensor"))
