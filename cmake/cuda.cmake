@@ -60,7 +60,7 @@ set(CMAKE_CUDA_STANDARD_REQUIRED ON)
 set(CMAKE_CUDA_EXTENSIONS OFF)
 
 # One object library: its own flags, then linked into _C (a C++ target) with the static runtime.
-add_library(latentdiv_cuda OBJECT csrc/cuda/pair_reduce_cuda.cu)
+add_library(latentdiv_cuda OBJECT csrc/cuda/pair_reduce_cuda.cu csrc/cuda/pair_batched_cuda.cu)
 target_include_directories(latentdiv_cuda PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/csrc/include)
 target_compile_definitions(latentdiv_cuda PRIVATE LATENTDIV_WITH_CUDA)
 set_target_properties(latentdiv_cuda PROPERTIES

@@ -26,6 +26,8 @@ namespace latentdiv {
 void register_cuda_emulation(py::module_& m);
 // pair_terms_binding.cpp: the multi-term entry (latentdiv/pair_terms.h).
 void register_pair_terms(py::module_& m);
+// pair_batched_binding.cpp: the batched VALUE mode (latentdiv/pair_batched.h) and its CUDA emulator.
+void register_pair_batched(py::module_& m);
 // run_interruptible below, for engine entries bound in other files (pair_terms_binding.cpp).
 int run_engine_call(const std::function<int()>& call);
 }  // namespace latentdiv
@@ -334,6 +336,7 @@ PYBIND11_MODULE(_C, m) {
 #endif
   register_cuda_emulation(m);
   register_pair_terms(m);
+  register_pair_batched(m);
   m.def("build_info", &build_info);
   m.def("engine_interface", &engine_interface,
         "The engine's codes and limits by name: modes, dtypes, devices, isas, status (+ status_messages), "

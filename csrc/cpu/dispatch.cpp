@@ -1,6 +1,7 @@
 // Run-time choice of the CPU schedule variant. Wheels are built for baseline x86-64; the AVX2 and
 // AVX-512 variants are the same source compiled with wider vectors, used when cpuid says so.
 #include "latentdiv/engine.h"
+#include "latentdiv/pair_batched.h"
 
 namespace latentdiv {
 
@@ -77,6 +78,10 @@ Status pdist_cpu(const PdistArgs& a, CpuIsa isa) {
 Status pdist_backward_cpu(const PdistArgs& a, CpuIsa isa) {
   return route(a, isa, cpu_baseline::pdist_backward_cpu, LD_AVX2(pdist_backward_cpu),
                LD_AVX512(pdist_backward_cpu));
+}
+
+Status pair_batched_cpu(const BatchedPairArgs& a, CpuIsa isa) {  // cpu/pair_batched_cpu.cpp
+  return route(a, isa, cpu_baseline::pair_batched_cpu, LD_AVX2(pair_batched_cpu), LD_AVX512(pair_batched_cpu));
 }
 
 }  // namespace latentdiv

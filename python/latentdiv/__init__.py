@@ -12,6 +12,8 @@ from ._ext import backend_info, get_backend, set_backend
 from ._registry import KERNELS, check_against_build
 from .pairwise import pairwise_sum, pdist
 from . import functional, losses  # noqa: E402  (after the ops are registered)
+from ._batched_ops import batched_pairwise_sum
+from ._sigreg import SIGRegLoss, sigreg
 from .functional import (
     WAE_SCALES,
     coordinates_cvm,
@@ -52,8 +54,10 @@ def __dir__():
 
 __all__ = [
     "KERNELS",
+    "SIGRegLoss",
     "WAE_SCALES",
     "backend_info",
+    "batched_pairwise_sum",
     "coordinates_cvm",
     "cramer_wold",
     "cwae_loss",
@@ -72,6 +76,7 @@ __all__ = [
     "pdist",
     "radii_cvm",
     "set_backend",
+    "sigreg",
     "sliced_wasserstein",
     "special",
     "stats",
