@@ -56,7 +56,8 @@ import torch
 
 from . import functional as F
 from . import special
-from ._validation import check_choice, check_int, compute_dtype, nan_if_nonfinite
+from ._registry import bandwidth_scales
+from ._validation import check_choice, check_int, check_positive, compute_dtype, nan_if_nonfinite
 from .pairwise import pairwise_sum
 
 __all__ = ["WORLD", "global_sample", "resolve_group"]
@@ -441,7 +442,7 @@ def mmd(x, y=None, kernel=None, bandwidth=None, scales=None, estimator=None, wei
         return _pair_loss(g, sizes, plan, x, y, weights_x, weights_y, lambda p: _discrepancy(p, unbiased))
     if kern == "energy":
         return _energy_to_normal(g, sizes, x, weights_x, unbiased)
-    return _gaussian_to_normal(g, sizes, x, weights_x, F._positive_scales(bw, "bandwidth"), unbiased)
+    return _gaussian_to_normal(g, sizes, x, weights_x, bandwidth_scales(bw, "bandwidth"), unbiased)
 
 
 def mmd_to_normal(z, bandwidth=None, estimator="unbiased", weights=None, *, group) -> torch.Tensor:
@@ -455,14 +456,14 @@ def mmd_to_normal(z, bandwidth=None, estimator="unbiased", weights=None, *, grou
         if isinstance(bandwidth, str):
             raise TypeError(f"mmd_to_normal needs a numeric bandwidth, got {bandwidth!r}")
         if bandwidth is not None:
-            F._positive_scales(bandwidth, "bandwidth")
+            bandwidth_scales(bandwidth, "bandwidth")
 
     sizes = _agree_on_samples(g, z, None, weights, None, check)
     unbiased = estimator == "unbiased"
     if unbiased:
         _need_global(sum(sizes["pos_x"]) >= 2, "the unbiased estimator needs at least 2 points (with positive "
                                                f"weight) in the global z, got {sum(sizes['pos_x'])}")
-    hs = F._positive_scales(F._default_bandwidth("gaussian", z.shape[-1]) if bandwidth is None else bandwidth,
+    hs = bandwidth_scales(F._default_bandwidth("gaussian", z.shape[-1]) if bandwidth is None else bandwidth,
                             "bandwidth")
     return _gaussian_to_normal(g, sizes, z, weights, hs, unbiased)
 
@@ -540,12 +541,12 @@ def cramer_wold(x, y=None, gamma=None, phi="exact", weights_x=None, weights_y=No
         F._check_w(weights_x, "weights_x", x, "x")
         F._check_w(weights_y, "weights_y", y, "y")
         if gamma is not None:
-            F._positive(gamma, "gamma")
+            check_positive(gamma, "gamma")
         if phi == "approx" and x.shape[-1] < 2:
             raise ValueError(f"phi='approx' needs D >= 2 (its 1/(2D-3) factor), got D = {x.shape[-1]}; use phi='exact'")
 
     sizes = _agree_on_samples(g, x, y, weights_x, weights_y, check)
-    gam = F._positive(F.default_gamma(sum(sizes["n"])) if gamma is None else gamma, "gamma")
+    gam = check_positive(F.default_gamma(sum(sizes["n"])) if gamma is None else gamma, "gamma")
     exact = phi == "exact"
     kernel = "cramer_wold" if exact else "cramer_wold_approx"
     # The approximate kernel (gamma + r2/(2D-3))^{-1/2} already carries the 1/sqrt(gamma) factor.
