@@ -51,6 +51,9 @@ EXTERNAL = {
     "omp.h", "xmmintrin.h", "immintrin.h", "cuda_runtime.h", "cuda.h", "pybind11/pybind11.h",
     "pybind11/stl.h", "pybind11.h", "stl.h",
     "driver.cpp",           # a file tests/test_special.py writes into a temporary directory
+    "MINIMAL.md",           # rbalestr-lab/lejepa (SIGReg's reference listing)
+    "lejepa/univariate/epps_pulley.py", "epps_pulley.py",  # rbalestr-lab/lejepa
+    "lejepa/multivariate/slicing.py", "slicing.py",        # rbalestr-lab/lejepa
 }
 # Files the program writes (named in the docs, not in the repository).
 OUTPUTS = {"report.md"}
