@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Instruction counts of the engine's hot loops (issue 11, item 6): a regression of a few percent is
 # invisible in wall-clock time on a shared machine (30-50% noise) but exact in instructions.
-# Builds tools/callgrind_driver.cpp against each ISA variant of csrc/cpu/pair_reduce_cpu.cpp (the
-# flags of CMakeLists.txt's latentdiv_cpu_variant; keep them in step) and runs a fixed set of engine
+# Builds tools/callgrind_driver.cpp against each ISA variant of csrc/cpu/pair_reduce_cpu.cpp (one
+# translation unit with the private headers of csrc/cpu/pair_reduce/; the flags of CMakeLists.txt's
+# latentdiv_cpu_variant; keep them in step) and runs a fixed set of engine
 # calls under `valgrind --tool=callgrind`, collecting only inside the calls. Prints one line per
 # (variant, case): instructions (Ir) per call, and the top functions of the call when VERBOSE=1.
 # A variant the CPU cannot run is still counted: valgrind emulates AVX2 (not AVX-512: valgrind 3.19
