@@ -97,6 +97,7 @@ def main() -> None:
         if rank == 0 and (step % max(1, args.steps // 10) == 0 or step == args.steps - 1):
             print(f"step {step:5d}  reconstruction {rec.item():9.4f}  {args.regularizer} (global batch of "
                   f"{world * args.batch}) {reg.item():9.4f}", flush=True)
+    dist.barrier()  # every rank past its last collective before the group goes (else a rank can wait at exit)
     dist.destroy_process_group()
     print(f"rank {rank} finished", flush=True)
 
