@@ -17,8 +17,9 @@ Two layers:
 Sources: docs/formulas.md sections 5 (CWAE, phi_D), 7c (energy test closed forms), 8 (energy
 distance) and 9 (1F1 evaluation).
 
-This module imports only torch, numpy, scipy, math, functools and the shared input checks
-(latentdiv._validation, which imports only torch).
+This module imports only torch, numpy, scipy, math, functools, the shared input checks
+(latentdiv._validation) and the engine's exported layout constants (latentdiv._ext), by absolute
+imports: tests/test_special.py loads this file on its own.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import scipy.special as _sp
 import torch
 
 # Absolute, not relative: tests/test_special.py loads this file by path, outside the package.
+from latentdiv import _ext
 from latentdiv._validation import check_float_tensor, check_real_at_least_one
 
 __all__ = [
@@ -160,10 +162,12 @@ def dphi_cw_exact(D: float, s) -> np.ndarray:
 # Fitted phi_D for the kernel (see csrc/include/latentdiv/cw_phi.h for the form and the layout)
 # ---------------------------------------------------------------------------------------------------
 
-CW_PHI_HEADER = 6  # params[0..5] = s_scale, kind, D, a, a / s_scale, N
-CW_PHI_MAX_COEFFS = 64 - CW_PHI_HEADER  # kMaxKernelParams - header
-_KIND_EXP = 0
-_KIND_CHEB = 1
+# The layout's sizes and kind codes, as the build exports them (latentdiv._ext): params[0..5] = s_scale,
+# kind, D, a, a / s_scale, N, then at most kMaxKernelParams - header coefficients.
+CW_PHI_HEADER = _ext.CW_PHI_HEADER
+CW_PHI_MAX_COEFFS = _ext.CW_PHI_MAX_COEFFS
+_KIND_EXP = _ext.CW_PHI_KIND_EXP
+_KIND_CHEB = _ext.CW_PHI_KIND_CHEB
 _FIT_NODES = 256
 _COEF_TOL = 1e-12  # drop trailing Chebyshev coefficients below this (g is O(1))
 _FIT_CHECK_TOL = 1e-8  # self-check of every fit on a dense grid (value and derivative, relative)
