@@ -160,6 +160,10 @@ def _imq_formula(r, bandwidth, dim, options):
     return sum(h / (h + r * r) for h in bandwidth_scales(bandwidth))
 
 
+def _imq_sqrt_formula(r, bandwidth, dim, options):
+    return sum(torch.sqrt(h / (h + r * r)) for h in bandwidth_scales(bandwidth))
+
+
 def _energy_params(bandwidth, dim, options):
     # -r has no scale. pairwise_sum's default bandwidth (1.0) is accepted and unused; any other value
     # was silently ignored before, which hid mistakes (bandwidth="foo", -5): now it is an error.
@@ -267,6 +271,14 @@ KERNELS: Dict[str, KernelSpec] = {
             mmd=True,
             examples=((2.0, {}), (_WAE_SEVEN, {})),
             doc="h / (h + r^2) (inverse multiquadric, WAE), summed over the bandwidths h"),
+        KernelSpec(
+            "imq_sqrt", 6, "ImqSqrt", _imq_params, _imq_sqrt_formula,
+            formula_text="(h / (h + r^2))^(1/2)",
+            parameters=(_bandwidth("h", SQUARED_DISTANCE, "`bandwidth` h (or a list)"),),
+            mmd=True,
+            examples=((2.0, {}), ((0.5, 2.0, 8.0), {})),
+            doc="(h / (h + r^2))^(1/2) = (1 + r^2 / h)^(-1/2) (inverse multiquadric of exponent -1/2, heavy-tailed: "
+                "Gorham & Mackey 2017), summed over the bandwidths h"),
         KernelSpec(
             "energy", 3, "Energy", _energy_params, _energy_formula,
             formula_text="-r",

@@ -37,6 +37,7 @@ enum class KernelId : std::int32_t {
   kEnergy = 3,
   kCramerWoldApprox = 4,
   kCramerWoldExact = 5,
+  kImqSqrt = 6,
 };
 
 // How the CPU schedule (csrc/cpu/pair_reduce/tile_eval.h) evaluates a functor over a tile of r2 values.
@@ -64,7 +65,8 @@ enum class TileForm {
   X(Imq, KernelId::kImq)                               \
   X(Energy, KernelId::kEnergy)                         \
   X(CramerWoldApprox, KernelId::kCramerWoldApprox)     \
-  X(CramerWoldExact, KernelId::kCramerWoldExact)
+  X(CramerWoldExact, KernelId::kCramerWoldExact)     \
+  X(ImqSqrt, KernelId::kImqSqrt)
 
 // A KernelParams of the given values (host only; for example_params below and C++ test drivers).
 inline KernelParams make_kernel_params(KernelId id, std::initializer_list<double> values) {
@@ -231,6 +233,47 @@ struct Imq {
       f += v;
       df -= v * inv;
       d2f += T(2) * v * inv * inv;
+    }
+  }
+};
+
+// Inverse multiquadric with exponent -1/2, multi-scale: f = sum_s (1 + r2 / c_s)^(-1/2)
+// = sum_s sqrt(c_s / (c_s + r2)). params[s] = c_s > 0. Heavier-tailed than Imq (f ~ 1 / r rather than
+// 1 / r2 far away): the kernel Gorham & Mackey (2017) recommend for Stein discrepancies (beta = -1/2).
+struct ImqSqrt {
+  static constexpr TileForm kTileForm = TileForm::kSumOverScales;
+  // sqrt(c / (c + r2)): c in r2 units.
+  static constexpr int kValuePower = 0;
+  static void rescale(KernelParams& p, int e, bool clamp) {
+    for (int s = 0; s < p.n_params; ++s) scale_param(p.params[s], -2 * e, clamp, kFloatDenominator);
+  }
+  static KernelParams example_params() { return make_kernel_params(KernelId::kImqSqrt, {0.5}); }
+  // With v = sqrt(c / (c + r2)): df/dr2 = -v / (2 (c + r2)).
+  template <class T>
+  LD_HD static void eval(const KernelParams& p, T r2, T& f, T& df) {
+    f = T(0);
+    df = T(0);
+    for (int s = 0; s < p.n_params; ++s) {
+      const T c = static_cast<T>(p.params[s]);
+      const T inv = T(1) / (c + r2);
+      const T v = ld_sqrt(c * inv);
+      f += v;
+      df -= T(0.5) * v * inv;
+    }
+  }
+  // f'' = sum_s 3 v_s / (4 (c_s + r2)^2).
+  template <class T>
+  LD_HD static void eval2(const KernelParams& p, T r2, T& f, T& df, T& d2f) {
+    f = T(0);
+    df = T(0);
+    d2f = T(0);
+    for (int s = 0; s < p.n_params; ++s) {
+      const T c = static_cast<T>(p.params[s]);
+      const T inv = T(1) / (c + r2);
+      const T v = ld_sqrt(c * inv);
+      f += v;
+      df -= T(0.5) * v * inv;
+      d2f += T(0.75) * v * inv * inv;
     }
   }
 };
