@@ -127,10 +127,20 @@ def _fmt_p(p: float) -> str:
 
 def normality_report(z, *, target: str = "standard", alpha: float = 0.05, n_resamples: int = 1000,
                      generator: C.Generator = 0, tests: Optional[Sequence[str]] = None, beta=None,
-                     n_projections: int = 32, progress=False, group=None) -> NormalityReport:
+                     n_projections: int = 32, progress=False, group=None, null_cache=None) -> NormalityReport:
     """Run the battery (all of :data:`TEST_IDS`, or those named in ``tests``: ids or family names such
-    as "radii"), then Holm's correction at ``alpha``. Monte Carlo nulls are cached (a second report on
-    a sample of the same (n, D) costs only the statistics)."""
+    as "radii"), then Holm's correction at ``alpha``. Monte Carlo nulls are cached in memory and on
+    disk (a second report on a sample of the same (n, D), in this process or a later one, costs only
+    the statistics): ``null_cache`` None/True follows ``$LATENTDIV_NULL_CACHE``, False keeps this
+    report off the disk cache, a path uses that directory (docs/null_cache.md)."""
+    with C.use_null_cache(null_cache):
+        return _normality_report(z, target=target, alpha=alpha, n_resamples=n_resamples, generator=generator,
+                                 tests=tests, beta=beta, n_projections=n_projections, progress=progress,
+                                 group=group)
+
+
+def _normality_report(z, *, target, alpha, n_resamples, generator, tests, beta, n_projections, progress,
+                      group) -> NormalityReport:
     if group is not None:  # the global sample of a torch.distributed group (latentdiv.distributed)
         z = _global_sample(z, group)
     x = C.as_sample(z)
@@ -205,29 +215,40 @@ _PROBE_SEED = 0x5EED0F7E57  # estimate_seconds' own seed: its null samples are n
 
 
 def estimate_seconds(z, *, target: str = "standard", n_resamples: int = 1000, tests: Optional[Sequence[str]] = None,
-                     beta=None, n_projections: int = 32, probe: int = 4) -> float:
+                     beta=None, n_projections: int = 32, probe: int = 4, generator: C.Generator = 0,
+                     null_cache=None) -> float:
     """Seconds :func:`normality_report` with these options would take here, measured, not modelled:
     the report is run once with ``probe`` Monte Carlo replicates per null, each replicate is timed,
     and the estimate is the observed statistics' time plus B times the median replicate of each null
     (the first replicate pays one-off warm-up costs). The probe uses a seed of its own and its cache
     entries are removed afterwards, so the tests that share one null simulation (the three EDF
     statistics of a family) share it here too, as in the real run, and nothing of the probe remains.
-    Costs about ``probe`` + 1 replicates of every test."""
+    Costs about ``probe`` + 1 replicates of every test. A null that the real run (B = ``n_resamples``,
+    seed ``generator``) will find in the memory or on-disk cache (``null_cache`` as in
+    :func:`normality_report`) counts nothing; the probe itself never writes to the disk cache."""
     n_resamples = C.check_n_resamples(n_resamples)
     probe = C.check_int(probe, "probe", 1)
+    generator = C.check_generator(generator)
     before = set(C._NULL_CACHE)
     C._NULL_TIMER = timer = []
     start = time.perf_counter()
     try:
-        normality_report(z, target=target, n_resamples=probe, generator=_PROBE_SEED, tests=tests,
-                         beta=beta, n_projections=n_projections)
+        with C.use_null_cache(False):
+            normality_report(z, target=target, n_resamples=probe, generator=_PROBE_SEED, tests=tests,
+                             beta=beta, n_projections=n_projections)
     finally:
         C._NULL_TIMER = None
         for key in set(C._NULL_CACHE) - before:
             del C._NULL_CACHE[key]
     total = time.perf_counter() - start
-    spent_on_nulls = sum(sum(t) for t in timer)
-    per_replicate = sum(float(np.median(t)) for t in timer if t)
+    spent_on_nulls = sum(sum(t) for _, t in timer)
+    per_replicate = 0.0
+    cacheable = not isinstance(generator, np.random.Generator)
+    with C.use_null_cache(null_cache):
+        for full_key, t in timer:
+            real_key = C.null_key(full_key[:-2], n_resamples, generator)
+            if t and not (cacheable and C.is_cached(real_key)):
+                per_replicate += float(np.median(t))
     return max(0.0, total - spent_on_nulls) + per_replicate * n_resamples
 
 
