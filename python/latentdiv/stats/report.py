@@ -13,6 +13,7 @@ import numpy as np
 from .._validation import check_open_unit
 from . import _battery as B
 from . import _common as C
+from .sigreg_test import sigreg_test
 from ..distributed import global_sample as _global_sample
 
 FAMILIES = ("mardia", "henze_zirkler", "energy", "radii", "distances", "projections", "coordinates")
@@ -20,6 +21,10 @@ TEST_IDS = (
     "mardia_skewness", "mardia_kurtosis", "henze_zirkler", "energy",
     *(f"{fam}_{s}" for fam in ("radii", "distances", "projections", "coordinates") for s in C.EDF_STATISTICS),
 )
+# Tests run only when named in ``tests`` (not in the default battery): SIGReg's Monte Carlo null
+# (256 slices x 17 knots per replicate) would cost more than the rest of the battery together.
+OPTIONAL_TEST_IDS = ("sigreg",)
+ALL_TEST_IDS = TEST_IDS + OPTIONAL_TEST_IDS
 
 
 # Tests whose p-value is not Monte Carlo under null="auto": i.i.d. values with a fully specified CDF.
@@ -36,7 +41,7 @@ def min_resamples(alpha: float, n_tests: int) -> int:
 def monte_carlo_tests(tests: Optional[Sequence[str]], target: str) -> List[str]:
     """The ids among ``tests`` (None: all) whose p-value is Monte Carlo with null="auto"."""
     wanted = _select(tests)
-    return [t for t in TEST_IDS if t in wanted and not (target == "standard" and t in _ASYMPTOTIC_UNDER_STANDARD)]
+    return [t for t in ALL_TEST_IDS if t in wanted and not (target == "standard" and t in _ASYMPTOTIC_UNDER_STANDARD)]
 
 
 def resamples_warning(alpha: float, n_resamples: int, tests: Optional[Sequence[str]] = None,
@@ -129,7 +134,7 @@ def normality_report(z, *, target: str = "standard", alpha: float = 0.05, n_resa
                      generator: C.Generator = 0, tests: Optional[Sequence[str]] = None, beta=None,
                      n_projections: int = 32, progress=False, group=None, null_cache=None) -> NormalityReport:
     """Run the battery (all of :data:`TEST_IDS`, or those named in ``tests``: ids or family names such
-    as "radii"), then Holm's correction at ``alpha``. Monte Carlo nulls are cached in memory and on
+    as "radii", and the optional "sigreg", :func:`latentdiv.stats.sigreg_test`), then Holm's correction at ``alpha``. Monte Carlo nulls are cached in memory and on
     disk (a second report on a sample of the same (n, D), in this process or a later one, costs only
     the statistics): ``null_cache`` None/True follows ``$LATENTDIV_NULL_CACHE``, False keeps this
     report off the disk cache, a path uses that directory (docs/null_cache.md)."""
@@ -176,6 +181,10 @@ def _normality_report(z, *, target, alpha, n_resamples, generator, tests, beta, 
                 _advance(progress)
                 ids.append(tid)
                 results.append(fns[fam](x, statistic=s, **opts))
+    if "sigreg" in wanted:
+        _advance(progress)
+        ids.append("sigreg")
+        results.append(sigreg_test(x, **opts))
     adj = holm([r.pvalue for r in results])
     rows = []
     for tid, r, pa in zip(ids, results, adj):
@@ -259,10 +268,10 @@ def _select(tests: Optional[Sequence[str]]) -> set:
         tests = [tests]
     out = set()
     for t in tests:
-        if t in TEST_IDS:
+        if t in ALL_TEST_IDS:
             out.add(t)
         elif t in FAMILIES:
             out.update(i for i in TEST_IDS if i == t or i.startswith(t + "_") or (t == "energy" and i == "energy"))
         else:
-            raise ValueError(f"tests: unknown test {t!r}; choose among {TEST_IDS} or families {FAMILIES}")
+            raise ValueError(f"tests: unknown test {t!r}; choose among {ALL_TEST_IDS} or families {FAMILIES}")
     return out
