@@ -17,6 +17,13 @@ def _seed_and_threads():
     torch.set_num_threads(threads)
 
 
+@pytest.fixture(autouse=True)
+def _private_null_cache(tmp_path_factory, monkeypatch):
+    """Every test gets an empty on-disk Monte Carlo null cache of its own (never the user's cache
+    directory; a test that clears the in-memory cache then really recomputes)."""
+    monkeypatch.setenv("LATENTDIV_NULL_CACHE", str(tmp_path_factory.mktemp("null-cache")))
+
+
 @pytest.fixture
 def reference_backend():
     """Run the public functions on the pure-torch fallback for the duration of a test."""

@@ -67,14 +67,13 @@ def cache_dir() -> Optional[Path]:
 @contextlib.contextmanager
 def use_null_cache(setting: Union[None, bool, str, os.PathLike]) -> Iterator[None]:
     """Within the block: ``False`` turns the on-disk cache off, a path uses that directory, ``True``
-    or ``None`` follow ``$LATENTDIV_NULL_CACHE`` (the default)."""
+    follows ``$LATENTDIV_NULL_CACHE`` (the default), ``None`` keeps the setting of an enclosing block."""
     global _override
-    if setting is True:
-        setting = None
-    if not (setting is None or setting is False or isinstance(setting, (str, os.PathLike))):
+    if not (setting is None or isinstance(setting, (bool, str, os.PathLike))):
         raise TypeError(f"null_cache must be None, a bool or a directory path, got {setting!r}")
     previous = _override
-    _override = os.fspath(setting) if isinstance(setting, os.PathLike) else setting
+    if setting is not None:
+        _override = None if setting is True else (os.fspath(setting) if isinstance(setting, os.PathLike) else setting)
     try:
         yield
     finally:
