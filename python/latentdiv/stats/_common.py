@@ -376,7 +376,8 @@ def simulate_null(key: tuple, compute: Callable[[np.random.Generator], np.ndarra
             seconds += [(time.perf_counter() - start) / b] * b
             done += b
             if bar is not None:
-                bar.update(b)
+                for _ in range(b):  # one replicate at a time: the bar's counts keep their equal steps
+                    bar.update(1)
     finally:
         if bar is not None:
             bar.close()

@@ -134,11 +134,12 @@ def normality_report(z, *, target: str = "standard", alpha: float = 0.05, n_resa
                      generator: C.Generator = 0, tests: Optional[Sequence[str]] = None, beta=None,
                      n_projections: int = 32, progress=False, group=None, null_cache=None) -> NormalityReport:
     """Run the battery (all of :data:`TEST_IDS`, or those named in ``tests``: ids or family names such
-    as "radii", and the optional "sigreg", :func:`latentdiv.stats.sigreg_test`), then Holm's correction at ``alpha``. Monte Carlo nulls are cached in memory and on
-    disk (a second report on a sample of the same (n, D), in this process or a later one, costs only
-    the statistics): ``null_cache`` None/True follows ``$LATENTDIV_NULL_CACHE`` (None: or an enclosing
-    ``use_null_cache``), False keeps this
-    report off the disk cache, a path uses that directory (docs/null_cache.md)."""
+    as "radii", and the optional "sigreg", :func:`latentdiv.stats.sigreg_test`), then Holm's
+    correction at ``alpha``. Monte Carlo nulls are cached in memory and on disk (a second report on a
+    sample of the same (n, D), in this process or a later one, costs only the statistics):
+    ``null_cache`` True follows ``$LATENTDIV_NULL_CACHE``, None the same or an enclosing
+    ``use_null_cache`` block, False keeps this report off the disk cache, a path uses that directory
+    (docs/null_cache.md)."""
     with C.use_null_cache(null_cache):
         return _normality_report(z, target=target, alpha=alpha, n_resamples=n_resamples, generator=generator,
                                  tests=tests, beta=beta, n_projections=n_projections, progress=progress,
