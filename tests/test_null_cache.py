@@ -257,3 +257,22 @@ def test_sigreg_in_the_battery(cache_dir):
     assert "sigreg" not in {r["test"] for r in stats.normality_report(z, tests=["radii"], n_resamples=15).rows}
     assert "sigreg" not in R.TEST_IDS and "sigreg" in R.ALL_TEST_IDS
     assert "sigreg" in R.monte_carlo_tests(["sigreg"], "standard")
+
+
+def test_default_directory_is_the_users_cache_dir(monkeypatch):
+    """Only the path is computed here: nothing is written to the real user cache."""
+    monkeypatch.delenv(NC.ENV_VAR, raising=False)
+    try:
+        import platformdirs
+    except ImportError:
+        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        expected = os.path.join(base, "latentdiv", "nulls")
+    else:
+        expected = os.path.join(platformdirs.user_cache_dir("latentdiv"), "nulls")
+    assert str(NC.cache_dir()) == expected
+    with C.use_null_cache(False):
+        assert NC.cache_dir() is None
+        with C.use_null_cache(None):  # None keeps the enclosing setting
+            assert NC.cache_dir() is None
+        with C.use_null_cache(True):  # True follows the environment again
+            assert str(NC.cache_dir()) == expected
