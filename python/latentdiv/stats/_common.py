@@ -312,8 +312,10 @@ def make_progress(progress, total: int, desc: str):
         return _PlainProgress(total, desc, stream)
 
 
-# (full key, seconds per replicate) of every null simulated while a list is installed here
-# (report.estimate_seconds uses it to separate the per-replicate cost from the observed statistics).
+# While a list is installed here (report.estimate_seconds), every null simulated appends
+# (full key, seconds per replicate, [(batch size, seconds) per batch], the batch size of a real run).
+# A batched null then runs its replicates in three batches, 1 (the one-off warm-up), k and 2k
+# (k = (B - 1) // 3), so that the per-batch and the per-replicate costs can be told apart.
 _NULL_TIMER: Optional[list] = None
 
 
@@ -363,17 +365,23 @@ def simulate_null(key: tuple, compute: Callable[[np.random.Generator], np.ndarra
     rows = []
     seconds = []
     step = max(1, int(batch_size)) if compute_batch is not None else 1
+    batches = []
+    plan = None
+    if _NULL_TIMER is not None and compute_batch is not None and n_resamples >= 4:
+        k = (n_resamples - 1) // 3
+        plan = [1, k, n_resamples - 1 - k]
     try:
         done = 0
         while done < n_resamples:
-            b = min(step, n_resamples - done)
+            b = plan.pop(0) if plan else min(step, n_resamples - done)
             start = time.perf_counter()
             if compute_batch is None:
                 block = np.asarray(compute(rng), dtype=np.float64)[None, :]
             else:
                 block = np.asarray(compute_batch(rng, b), dtype=np.float64).reshape(b, -1)
             rows.append(block)
-            seconds += [(time.perf_counter() - start) / b] * b
+            batches.append((b, time.perf_counter() - start))
+            seconds += [batches[-1][1] / b] * b
             done += b
             if bar is not None:
                 for _ in range(b):  # one replicate at a time: the bar's counts keep their equal steps
@@ -382,7 +390,7 @@ def simulate_null(key: tuple, compute: Callable[[np.random.Generator], np.ndarra
         if bar is not None:
             bar.close()
         if _NULL_TIMER is not None:
-            _NULL_TIMER.append((full_key, seconds))
+            _NULL_TIMER.append((full_key, seconds, batches, step))
     out = np.ascontiguousarray(np.concatenate(rows))  # [B, k]
     out.setflags(write=False)
     if cacheable:

@@ -229,12 +229,13 @@ def estimate_seconds(z, *, target: str = "standard", n_resamples: int = 1000, te
                      beta=None, n_projections: int = 32, probe: int = 4, generator: C.Generator = 0,
                      null_cache=None) -> float:
     """Seconds :func:`normality_report` with these options would take here, measured, not modelled:
-    the report is run once with ``probe`` Monte Carlo replicates per null, each replicate is timed,
-    and the estimate is the observed statistics' time plus B times the median replicate of each null
-    (the first replicate pays one-off warm-up costs). The probe uses a seed of its own and its cache
+    the report is run once with 1 + 3 ``probe`` Monte Carlo replicates per null, each replicate (or
+    batch of replicates) is timed, and the estimate is the observed statistics' time plus, for each
+    null, B times its median replicate (the first pays one-off warm-up costs) or, for a batched null,
+    its per-batch and per-replicate costs fitted to batches of ``probe`` and 2 ``probe`` replicates. The probe uses a seed of its own and its cache
     entries are removed afterwards, so the tests that share one null simulation (the three EDF
     statistics of a family) share it here too, as in the real run, and nothing of the probe remains.
-    Costs about ``probe`` + 1 replicates of every test. A null that the real run (B = ``n_resamples``,
+    Costs about 3 ``probe`` + 2 replicates of every test. A null that the real run (B = ``n_resamples``,
     seed ``generator``) will find in the memory or on-disk cache (``null_cache`` as in
     :func:`normality_report`) counts nothing; the probe itself never writes to the disk cache."""
     n_resamples = C.check_n_resamples(n_resamples)
@@ -245,22 +246,29 @@ def estimate_seconds(z, *, target: str = "standard", n_resamples: int = 1000, te
     start = time.perf_counter()
     try:
         with C.use_null_cache(False):
-            normality_report(z, target=target, n_resamples=probe, generator=_PROBE_SEED, tests=tests,
+            normality_report(z, target=target, n_resamples=1 + 3 * probe, generator=_PROBE_SEED, tests=tests,
                              beta=beta, n_projections=n_projections)
     finally:
         C._NULL_TIMER = None
         for key in set(C._NULL_CACHE) - before:
             del C._NULL_CACHE[key]
     total = time.perf_counter() - start
-    spent_on_nulls = sum(sum(t) for _, t in timer)
-    per_replicate = 0.0
+    spent_on_nulls = sum(sum(t) for _, t, _, _ in timer)
+    nulls = 0.0
     cacheable = not isinstance(generator, np.random.Generator)
     with C.use_null_cache(null_cache):
-        for full_key, t in timer:
+        for full_key, t, batches, step in timer:
             real_key = C.null_key(full_key[:-2], n_resamples, generator)
-            if t and not (cacheable and C.is_cached(real_key)):
-                per_replicate += float(np.median(t))
-    return max(0.0, total - spent_on_nulls) + per_replicate * n_resamples
+            if not t or (cacheable and C.is_cached(real_key)):
+                continue
+            if len(batches) == 3:  # batched: cost(b) = per_batch + b per_replicate, from the k and 2k batches
+                (k1, t1), (k2, t2) = batches[1], batches[2]
+                per_replicate = max(0.0, (t2 - t1) / (k2 - k1)) if k2 > k1 else t2 / k2
+                per_batch = max(0.0, t1 - k1 * per_replicate)
+                nulls += math.ceil(n_resamples / step) * per_batch + n_resamples * per_replicate
+            else:  # one replicate at a time (the first pays one-off warm-up costs: the median)
+                nulls += float(np.median(t)) * n_resamples
+    return max(0.0, total - spent_on_nulls) + nulls
 
 
 def _select(tests: Optional[Sequence[str]]) -> set:
