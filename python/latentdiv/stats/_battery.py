@@ -75,42 +75,42 @@ def _gram_sq_distances(y: torch.Tensor) -> torch.Tensor:  # y: [b, n, D] -> [b, 
     return d2
 
 
-def _simulate(key: tuple, n: int, d: int, target: str, one, many, pairs: bool, nres: int, generator,
+def _simulate(key: tuple, n: int, d: int, target: str, statistic, pairs: bool, nres: int, generator,
               progress, desc: str, ddof: int = 0) -> np.ndarray:  # -> [B, k]
-    """C.simulate_null with ``one(y)`` (a prepared [n, D] sample -> [k]) per replicate and, where the
-    size allows, ``many(y)`` (prepared [b, n, D] -> [b, k]) over batches of replicates."""
+    """C.simulate_null of ``statistic`` (a prepared sample [n, D] -> [k], or a batch [b, n, D] ->
+    [b, k]): over batches of replicates where the size allows (``pairs``: an O(n^2) statistic), else
+    one replicate at a time."""
     chunk = _batch_size(n, d, pairs)
-    batch = None if chunk == 0 else (lambda rng, b: many(_null_batch(rng, b, n, d, target, ddof)))
-    return C.simulate_null(key, lambda rng: one(_prepare(C.standard_normal_sample(rng, n, d), target, ddof=ddof)),
+    batch = None if chunk == 0 else (lambda rng, b: statistic(_null_batch(rng, b, n, d, target, ddof)))
+    return C.simulate_null(key, lambda rng: statistic(_prepare(C.standard_normal_sample(rng, n, d), target, ddof=ddof)),
                            nres, generator, progress, desc, compute_batch=batch, batch_size=max(chunk, 1))
+
+
+def _column(value, y: torch.Tensor) -> np.ndarray:
+    """A scalar statistic as the one column of a null table: [1] for one sample, [b, 1] for a batch."""
+    return np.reshape(value, (*y.shape[:-2], 1))
 
 
 # ---------------------------------------------------------------------------------------------------
 # Mardia
 # ---------------------------------------------------------------------------------------------------
-def _mardia_stats(y: torch.Tensor, chunk: int) -> np.ndarray:  # y: [n, D] prepared -> [2]
+def _mardia_stats(y: torch.Tensor, chunk: int) -> np.ndarray:  # y: [n, D] -> [2], or [b, n, D] -> [b, 2]
     """(n b1 / 6, (b2 - D(D+2)) sqrt(n / (8 D (D+2)))) with m_ij = y_i . y_j.
 
-    b1 = mean_ij m_ij^3 is O(n^2 D): computed by row blocks of the Gram matrix (memory O(n chunk))."""
-    n, d = y.shape
-    total = 0.0
-    for start in range(0, n, chunk):
-        g = y[start:start + chunk] @ y.T  # [c, n]
-        total += float((g * g * g).sum())
-    b1 = total / (n * n)
-    sq = (y * y).sum(dim=1)  # [n]
-    b2 = float((sq * sq).mean())
-    return np.array([n * b1 / 6.0, (b2 - d * (d + 2)) * math.sqrt(n / (8.0 * d * (d + 2)))])
-
-
-def _mardia_stats_batch(y: torch.Tensor) -> np.ndarray:  # y: [b, n, D] prepared -> [b, 2]
-    """:func:`_mardia_stats` of b samples at once (their b Gram matrices)."""
+    b1 = mean_ij m_ij^3 is O(n^2 D): for one sample by row blocks of the Gram matrix (memory
+    O(n chunk)); for a batch of null samples from their whole Gram matrices (the batch is sized for them)."""
     n, d = y.shape[-2:]
-    g = y @ y.mT  # [b, n, n]
-    b1 = g.pow_(3).sum(dim=(-2, -1)) / (n * n)
-    sq = (y * y).sum(dim=-1)  # [b, n]
-    b2 = (sq * sq).mean(dim=-1)
-    return torch.stack([n * b1 / 6.0, (b2 - d * (d + 2)) * math.sqrt(n / (8.0 * d * (d + 2)))], dim=-1).numpy()
+    if y.dim() == 2:
+        total = 0.0
+        for start in range(0, n, chunk):
+            g = y[start:start + chunk] @ y.T  # [c, n]
+            total += float((g * g * g).sum())
+        b1 = np.float64(total / (n * n))
+    else:
+        b1 = (y @ y.mT).pow_(3).sum(dim=(-2, -1)).numpy() / (n * n)  # [b]
+    sq = (y * y).sum(dim=-1)  # [(b,) n]
+    b2 = (sq * sq).mean(dim=-1).numpy()
+    return np.stack([n * b1 / 6.0, (b2 - d * (d + 2)) * math.sqrt(n / (8.0 * d * (d + 2)))], axis=-1)
 
 
 def mardia(z, *, target: str = "standard", null: str = "auto", n_resamples: int = 1000,
@@ -158,8 +158,7 @@ def mardia(z, *, target: str = "standard", null: str = "auto", n_resamples: int 
         generator = C.check_generator(generator)
         b = C.check_n_resamples(n_resamples)
 
-        table = _simulate(("mardia", target, n, d), n, d, target, lambda y: _mardia_stats(y, chunk),
-                          _mardia_stats_batch, True, b, generator, progress, "Mardia null")
+        table = _simulate(("mardia", target, n, d), n, d, target, lambda y: _mardia_stats(y, chunk), True, b, generator, progress, "Mardia null")
         p_skew = C.mc_pvalue(obs[0], table[:, 0])
         p_kurt = C.mc_pvalue_two_sided(obs[1], table[:, 1])
     common = dict(target=target, null=null, n_resamples=b, n=n, dim=d)
@@ -203,28 +202,22 @@ def _resolve_beta(beta: BetaArg, n: int, d: int) -> float:
     return float(beta)
 
 
-def _hz_stat(y: torch.Tensor, beta: float) -> float:  # y: [n, D] prepared
+def _hz_stat(y: torch.Tensor, beta: float):  # y: [n, D] prepared -> float, or [b, n, D] -> [b] numpy
     r"""n * MMD^2 (V-statistic) of y against N(0, I) with the Gaussian kernel exp(-beta^2 r^2/2):
     HZ = n^{-1} sum_ij e^{-beta^2 r_ij^2/2} - 2 (1+beta^2)^{-D/2} sum_j e^{-beta^2 |y_j|^2/(2(1+beta^2))}
-         + n (1+2 beta^2)^{-D/2}   (docs/formulas.md 7b; the pair sum runs on the fused engine, h = 1/beta)."""
-    n, d = y.shape
-    b2 = beta * beta
-    pair = float(pairwise_sum(y, kernel="gaussian", bandwidth=1.0 / beta))
-    sq = (y * y).sum(dim=1)  # [n]
-    cross = math.exp(-0.5 * d * math.log1p(b2)) * float(torch.exp(-b2 * sq / (2.0 * (1.0 + b2))).sum())
-    const = math.exp(-0.5 * d * math.log1p(2.0 * b2))
-    return pair / n - 2.0 * cross + n * const
-
-
-def _hz_stat_batch(y: torch.Tensor, beta: float) -> np.ndarray:  # y: [b, n, D] prepared -> [b]
-    """:func:`_hz_stat` of b samples at once, the pair sum from their Gram matrices."""
+         + n (1+2 beta^2)^{-D/2}   (docs/formulas.md 7b). The pair sum of one sample runs on the fused
+    engine (h = 1/beta); that of a batch of null samples from their Gram matrices."""
     n, d = y.shape[-2:]
     b2 = beta * beta
-    pair = torch.exp(-0.5 * b2 * _gram_sq_distances(y)).sum(dim=(-2, -1))  # [b]
-    sq = (y * y).sum(dim=-1)  # [b, n]
+    if y.dim() == 2:
+        pair = pairwise_sum(y, kernel="gaussian", bandwidth=1.0 / beta)
+    else:
+        pair = torch.exp(-0.5 * b2 * _gram_sq_distances(y)).sum(dim=(-2, -1))  # [b]
+    sq = (y * y).sum(dim=-1)  # [(b,) n]
     cross = math.exp(-0.5 * d * math.log1p(b2)) * torch.exp(-b2 * sq / (2.0 * (1.0 + b2))).sum(dim=-1)
     const = math.exp(-0.5 * d * math.log1p(2.0 * b2))
-    return (pair / n - 2.0 * cross + n * const).numpy()
+    out = pair / n - 2.0 * cross + n * const
+    return float(out) if y.dim() == 2 else out.numpy()
 
 
 def _hz_lognormal_pvalue(hz: float, beta: float, d: int) -> float:
@@ -268,8 +261,7 @@ def henze_zirkler(z, *, beta: BetaArg = None, target: str = "standard", null: st
     else:
         generator = C.check_generator(generator)
         nres = C.check_n_resamples(n_resamples)
-        table = _simulate(("hz", target, n, d, b), n, d, target, lambda y: np.array([_hz_stat(y, b)]),
-                          lambda y: _hz_stat_batch(y, b)[:, None], True, nres, generator, progress,
+        table = _simulate(("hz", target, n, d, b), n, d, target, lambda y: _column(_hz_stat(y, b), y), True, nres, generator, progress,
                           "Henze-Zirkler null")
         p = C.mc_pvalue(hz, table[:, 0])
     return NormalityTestResult(float(hz), p, "Henze-Zirkler", target, null, nres, n, d, details)
@@ -278,24 +270,20 @@ def henze_zirkler(z, *, beta: BetaArg = None, target: str = "standard", null: st
 # ---------------------------------------------------------------------------------------------------
 # Energy
 # ---------------------------------------------------------------------------------------------------
-def _energy_stat(y: torch.Tensor) -> float:  # y: [n, D] prepared
+def _energy_stat(y: torch.Tensor):  # y: [n, D] prepared -> float, or [b, n, D] -> [b] numpy
     r"""E_n = n ( (2/n) sum_i E||y_i - Y|| - E||Y - Y'|| - (1/n^2) sum_ij ||y_i - y_j|| ) (Szekely & Rizzo
-    2005; energy::mvnorm.e); E||y - Y|| and E||Y - Y'|| in closed form (latentdiv.special), the pair sum
-    on the fused engine (the 'energy' kernel is -r)."""
-    n, d = y.shape
-    sq = (y * y).sum(dim=1)  # [n]
-    mean_to_normal = float(special.expected_distance_to_normal(sq, d).sum()) / n
-    pair_mean = -float(pairwise_sum(y, kernel="energy")) / (n * n)
-    return n * (2.0 * mean_to_normal - special.expected_pair_distance_normal(d) - pair_mean)
-
-
-def _energy_stat_batch(y: torch.Tensor) -> np.ndarray:  # y: [b, n, D] prepared -> [b]
-    """:func:`_energy_stat` of b samples at once, the pair sum from their Gram matrices."""
+    2005; energy::mvnorm.e); E||y - Y|| and E||Y - Y'|| in closed form (latentdiv.special). The pair
+    sum of one sample runs on the fused engine (the 'energy' kernel is -r); that of a batch of null
+    samples from their Gram matrices."""
     n, d = y.shape[-2:]
-    sq = (y * y).sum(dim=-1)  # [b, n]
-    mean_to_normal = special.expected_distance_to_normal(sq, d).sum(dim=-1) / n  # [b]
-    pair_mean = _gram_sq_distances(y).sqrt().sum(dim=(-2, -1)) / (n * n)
-    return (n * (2.0 * mean_to_normal - special.expected_pair_distance_normal(d) - pair_mean)).numpy()
+    sq = (y * y).sum(dim=-1)  # [(b,) n]
+    mean_to_normal = special.expected_distance_to_normal(sq, d).sum(dim=-1) / n
+    if y.dim() == 2:
+        pair_mean = -pairwise_sum(y, kernel="energy") / (n * n)
+    else:
+        pair_mean = _gram_sq_distances(y).sqrt().sum(dim=(-2, -1)) / (n * n)  # [b]
+    out = n * (2.0 * mean_to_normal - special.expected_pair_distance_normal(d) - pair_mean)
+    return float(out) if y.dim() == 2 else out.numpy()
 
 
 def energy_test(z, *, target: str = "standard", null: str = "auto", n_resamples: int = 1000,
@@ -313,8 +301,7 @@ def energy_test(z, *, target: str = "standard", null: str = "auto", n_resamples:
     stat = _energy_stat(_prepare(x, target, ddof=1))
     generator = C.check_generator(generator)
     nres = C.check_n_resamples(n_resamples)
-    table = _simulate(("energy", target, n, d), n, d, target, lambda y: np.array([_energy_stat(y)]),
-                      lambda y: _energy_stat_batch(y)[:, None], True, nres, generator, progress, "energy null",
+    table = _simulate(("energy", target, n, d), n, d, target, lambda y: _column(_energy_stat(y), y), True, nres, generator, progress, "energy null",
                       ddof=1)
     return NormalityTestResult(float(stat), C.mc_pvalue(stat, table[:, 0]), "energy", target, null, nres, n, d)
 
@@ -466,7 +453,7 @@ def _edf_test(family: str, z, statistic: str, target: str, null: str, n_resample
         return NormalityTestResult(float(obs[k]), p, method, target, null, nres, n, d, details)
     nres = C.check_n_resamples(n_resamples)
     table = _simulate((family, target, n, d) + key_extra,  # the directions are a function of (D, L, seed)
-                      n, d, target, fam, fam, family == "distances", nres, generator, progress,
+                      n, d, target, fam, family == "distances", nres, generator, progress,
                       f"{_FAMILY_LABEL[family]} null")
     p = C.mc_pvalue(obs[k], table[:, k])
     return NormalityTestResult(float(obs[k]), p, method, target, "monte carlo", nres, n, d, details)
