@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import atexit
+import os
+import shutil
+import tempfile
+
 import pytest
 import torch
 
@@ -15,6 +20,20 @@ def _seed_and_threads():
     threads = torch.get_num_threads()
     yield
     torch.set_num_threads(threads)
+
+
+# Until the per-test fixture below sets its own: no test, and no subprocess started from a module's
+# import-time environment, ever reads or writes the user's cache directory.
+_SESSION_NULL_CACHE = tempfile.mkdtemp(prefix="latentdiv-test-null-cache-")
+os.environ["LATENTDIV_NULL_CACHE"] = _SESSION_NULL_CACHE
+atexit.register(shutil.rmtree, _SESSION_NULL_CACHE, True)
+
+
+@pytest.fixture(autouse=True)
+def _private_null_cache(tmp_path_factory, monkeypatch):
+    """Every test gets an empty on-disk Monte Carlo null cache of its own (never the user's cache
+    directory; a test that clears the in-memory cache then really recomputes)."""
+    monkeypatch.setenv("LATENTDIV_NULL_CACHE", str(tmp_path_factory.mktemp("null-cache")))
 
 
 @pytest.fixture

@@ -148,7 +148,7 @@ _ENV = dict(os.environ, PYTHONPATH=os.pathsep.join(
 def _cli(*argv, timeout=600):
     """The CLI in a subprocess: stdout and stderr are pipes (not terminals), as in a log or CI."""
     return subprocess.run([sys.executable, "-m", "latentdiv", *argv], capture_output=True, text=True,
-                          timeout=timeout, env=_ENV)
+                          timeout=timeout, env=dict(_ENV, LATENTDIV_NULL_CACHE=os.environ["LATENTDIV_NULL_CACHE"]))
 
 
 def test_max_n_subsample_is_seeded_and_reported(tmp_path, capsys):

@@ -69,6 +69,9 @@ def add_check_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the report as JSON (progress still goes to stderr)")
     p.add_argument("--plot", metavar="PNG", help="write Q-Q plots (radii, distances, projections) and a 2-D projection "
                                                  "scatter (needs matplotlib; checked before the work starts)")
+    p.add_argument("--no-cache", action="store_true",
+                   help="neither read nor write the on-disk cache of Monte Carlo null tables (also: "
+                        "LATENTDIV_NULL_CACHE=0; a directory there moves the cache)")
     p.add_argument("--no-progress", action="store_true", help="no time estimate and no progress on stderr")
     return p
 
@@ -295,7 +298,8 @@ def _report(z, args, tests):
     from .stats import normality_report
 
     return normality_report(z, target=args.target, alpha=args.alpha, n_resamples=args.n_resamples,
-                            generator=args.seed, tests=tests, progress=not args.no_progress)
+                            generator=args.seed, tests=tests, progress=not args.no_progress,
+                            null_cache=False if args.no_cache else None)
 
 
 def _fmt_seconds(sec: float) -> str:
@@ -351,7 +355,8 @@ def run_check(args) -> int:
         if not args.no_progress:
             what, z, sub = prepared[0]
             t0 = time.perf_counter()
-            est = estimate_seconds(z, target=args.target, n_resamples=args.n_resamples, tests=tests)
+            est = estimate_seconds(z, target=args.target, n_resamples=args.n_resamples, tests=tests,
+                                   generator=args.seed, null_cache=False if args.no_cache else None)
             est += time.perf_counter() - t0  # nothing of the probe is reused
             # Later samples of the same shape reuse the cached nulls: count their statistics only.
             print(f"latentdiv check: {z.shape[0]} x {z.shape[1]} sample"

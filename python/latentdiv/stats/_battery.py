@@ -41,21 +41,76 @@ def _resolve_null(null: str, has_asymptotic: bool, test: str, target: str, auto_
 
 
 # ---------------------------------------------------------------------------------------------------
+# batched null replicates
+# ---------------------------------------------------------------------------------------------------
+# The Monte Carlo nulls draw ``chunk`` null samples at once ([b, n, D], the same draws in the same
+# order as one at a time: C.standard_normal_batch) and compute their statistics in one vectorized
+# pass: O(nD) statistics directly, O(n^2) ones from the b Gram matrices y y^T (BLAS), which hold the
+# pair distances of a N(0, I) sample to ~1e-15 relative (no cancellation: ||y||^2 ~ D, ||y_i - y_j||^2
+# ~ 2D). The observed statistic keeps the engine's exact pair sums (its data may be far from the
+# origin); the two agree to rounding, so the p-values are those of the per-replicate loop.
+_BATCH_VALUES = 1 << 22   # values per batched temporary ([b, n, n] or [b, n, D]): 32 MiB of float64
+_BATCH_MAX_N = 2048       # above this n, one replicate at a time through the engine (memory O(n D))
+
+
+def _batch_size(n: int, d: int, pairs: bool) -> int:
+    """Null replicates per batched evaluation; 0 when the statistic is evaluated one at a time."""
+    if pairs and n > _BATCH_MAX_N:
+        return 0
+    per = n * n if pairs else n * max(d, 1)
+    return max(1, _BATCH_VALUES // per)
+
+
+def _null_batch(rng: np.random.Generator, b: int, n: int, d: int, target: str, ddof: int = 0) -> torch.Tensor:
+    """b prepared null samples [b, n, D] (whitened per sample for the estimated target)."""
+    return _prepare(C.standard_normal_batch(rng, b, n, d), target, ddof=ddof)
+
+
+def _gram_sq_distances(y: torch.Tensor) -> torch.Tensor:  # y: [b, n, D] -> [b, n, n]
+    """Squared pair distances from the Gram matrices, exactly 0 on the diagonal, never negative."""
+    sq = (y * y).sum(dim=-1)  # [b, n]
+    d2 = torch.baddbmm(sq.unsqueeze(-1) + sq.unsqueeze(-2), y, y.mT, alpha=-2.0)  # ||y_i||^2 + ||y_j||^2 - 2 y_i.y_j
+    d2.clamp_min_(0.0)
+    torch.diagonal(d2, dim1=-2, dim2=-1).zero_()
+    return d2
+
+
+def _simulate(key: tuple, n: int, d: int, target: str, statistic, pairs: bool, nres: int, generator,
+              progress, desc: str, ddof: int = 0) -> np.ndarray:  # -> [B, k]
+    """C.simulate_null of ``statistic`` (a prepared sample [n, D] -> [k], or a batch [b, n, D] ->
+    [b, k]): over batches of replicates where the size allows (``pairs``: an O(n^2) statistic), else
+    one replicate at a time."""
+    chunk = _batch_size(n, d, pairs)
+    batch = None if chunk == 0 else (lambda rng, b: statistic(_null_batch(rng, b, n, d, target, ddof)))
+    return C.simulate_null(key, lambda rng: statistic(_prepare(C.standard_normal_sample(rng, n, d), target, ddof=ddof)),
+                           nres, generator, progress, desc, compute_batch=batch, batch_size=max(chunk, 1))
+
+
+def _column(value, y: torch.Tensor) -> np.ndarray:
+    """A scalar statistic as the one column of a null table: [1] for one sample, [b, 1] for a batch."""
+    return np.reshape(value, (*y.shape[:-2], 1))
+
+
+# ---------------------------------------------------------------------------------------------------
 # Mardia
 # ---------------------------------------------------------------------------------------------------
-def _mardia_stats(y: torch.Tensor, chunk: int) -> np.ndarray:  # y: [n, D] prepared -> [2]
+def _mardia_stats(y: torch.Tensor, chunk: int) -> np.ndarray:  # y: [n, D] -> [2], or [b, n, D] -> [b, 2]
     """(n b1 / 6, (b2 - D(D+2)) sqrt(n / (8 D (D+2)))) with m_ij = y_i . y_j.
 
-    b1 = mean_ij m_ij^3 is O(n^2 D): computed by row blocks of the Gram matrix (memory O(n chunk))."""
-    n, d = y.shape
-    total = 0.0
-    for start in range(0, n, chunk):
-        g = y[start:start + chunk] @ y.T  # [c, n]
-        total += float((g * g * g).sum())
-    b1 = total / (n * n)
-    sq = (y * y).sum(dim=1)  # [n]
-    b2 = float((sq * sq).mean())
-    return np.array([n * b1 / 6.0, (b2 - d * (d + 2)) * math.sqrt(n / (8.0 * d * (d + 2)))])
+    b1 = mean_ij m_ij^3 is O(n^2 D): for one sample by row blocks of the Gram matrix (memory
+    O(n chunk)); for a batch of null samples from their whole Gram matrices (the batch is sized for them)."""
+    n, d = y.shape[-2:]
+    if y.dim() == 2:
+        total = 0.0
+        for start in range(0, n, chunk):
+            g = y[start:start + chunk] @ y.T  # [c, n]
+            total += float((g * g * g).sum())
+        b1 = np.float64(total / (n * n))
+    else:
+        b1 = (y @ y.mT).pow_(3).sum(dim=(-2, -1)).numpy() / (n * n)  # [b]
+    sq = (y * y).sum(dim=-1)  # [(b,) n]
+    b2 = (sq * sq).mean(dim=-1).numpy()
+    return np.stack([n * b1 / 6.0, (b2 - d * (d + 2)) * math.sqrt(n / (8.0 * d * (d + 2)))], axis=-1)
 
 
 def mardia(z, *, target: str = "standard", null: str = "auto", n_resamples: int = 1000,
@@ -103,10 +158,7 @@ def mardia(z, *, target: str = "standard", null: str = "auto", n_resamples: int 
         generator = C.check_generator(generator)
         b = C.check_n_resamples(n_resamples)
 
-        def compute(rng):
-            return _mardia_stats(_prepare(C.standard_normal_sample(rng, n, d), target), chunk)
-
-        table = C.simulate_null(("mardia", target, n, d), compute, b, generator, progress, "Mardia null")
+        table = _simulate(("mardia", target, n, d), n, d, target, lambda y: _mardia_stats(y, chunk), True, b, generator, progress, "Mardia null")
         p_skew = C.mc_pvalue(obs[0], table[:, 0])
         p_kurt = C.mc_pvalue_two_sided(obs[1], table[:, 1])
     common = dict(target=target, null=null, n_resamples=b, n=n, dim=d)
@@ -150,17 +202,22 @@ def _resolve_beta(beta: BetaArg, n: int, d: int) -> float:
     return float(beta)
 
 
-def _hz_stat(y: torch.Tensor, beta: float) -> float:  # y: [n, D] prepared
+def _hz_stat(y: torch.Tensor, beta: float):  # y: [n, D] prepared -> float, or [b, n, D] -> [b] numpy
     r"""n * MMD^2 (V-statistic) of y against N(0, I) with the Gaussian kernel exp(-beta^2 r^2/2):
     HZ = n^{-1} sum_ij e^{-beta^2 r_ij^2/2} - 2 (1+beta^2)^{-D/2} sum_j e^{-beta^2 |y_j|^2/(2(1+beta^2))}
-         + n (1+2 beta^2)^{-D/2}   (docs/formulas.md 7b; the pair sum runs on the fused engine, h = 1/beta)."""
-    n, d = y.shape
+         + n (1+2 beta^2)^{-D/2}   (docs/formulas.md 7b). The pair sum of one sample runs on the fused
+    engine (h = 1/beta); that of a batch of null samples from their Gram matrices."""
+    n, d = y.shape[-2:]
     b2 = beta * beta
-    pair = float(pairwise_sum(y, kernel="gaussian", bandwidth=1.0 / beta))
-    sq = (y * y).sum(dim=1)  # [n]
-    cross = math.exp(-0.5 * d * math.log1p(b2)) * float(torch.exp(-b2 * sq / (2.0 * (1.0 + b2))).sum())
+    if y.dim() == 2:
+        pair = pairwise_sum(y, kernel="gaussian", bandwidth=1.0 / beta)
+    else:
+        pair = torch.exp(-0.5 * b2 * _gram_sq_distances(y)).sum(dim=(-2, -1))  # [b]
+    sq = (y * y).sum(dim=-1)  # [(b,) n]
+    cross = math.exp(-0.5 * d * math.log1p(b2)) * torch.exp(-b2 * sq / (2.0 * (1.0 + b2))).sum(dim=-1)
     const = math.exp(-0.5 * d * math.log1p(2.0 * b2))
-    return pair / n - 2.0 * cross + n * const
+    out = pair / n - 2.0 * cross + n * const
+    return float(out) if y.dim() == 2 else out.numpy()
 
 
 def _hz_lognormal_pvalue(hz: float, beta: float, d: int) -> float:
@@ -204,10 +261,8 @@ def henze_zirkler(z, *, beta: BetaArg = None, target: str = "standard", null: st
     else:
         generator = C.check_generator(generator)
         nres = C.check_n_resamples(n_resamples)
-        table = C.simulate_null(
-            ("hz", target, n, d, b),
-            lambda rng: np.array([_hz_stat(_prepare(C.standard_normal_sample(rng, n, d), target), b)]),
-            nres, generator, progress, "Henze-Zirkler null")
+        table = _simulate(("hz", target, n, d, b), n, d, target, lambda y: _column(_hz_stat(y, b), y), True, nres, generator, progress,
+                          "Henze-Zirkler null")
         p = C.mc_pvalue(hz, table[:, 0])
     return NormalityTestResult(float(hz), p, "Henze-Zirkler", target, null, nres, n, d, details)
 
@@ -215,15 +270,20 @@ def henze_zirkler(z, *, beta: BetaArg = None, target: str = "standard", null: st
 # ---------------------------------------------------------------------------------------------------
 # Energy
 # ---------------------------------------------------------------------------------------------------
-def _energy_stat(y: torch.Tensor) -> float:  # y: [n, D] prepared
+def _energy_stat(y: torch.Tensor):  # y: [n, D] prepared -> float, or [b, n, D] -> [b] numpy
     r"""E_n = n ( (2/n) sum_i E||y_i - Y|| - E||Y - Y'|| - (1/n^2) sum_ij ||y_i - y_j|| ) (Szekely & Rizzo
-    2005; energy::mvnorm.e); E||y - Y|| and E||Y - Y'|| in closed form (latentdiv.special), the pair sum
-    on the fused engine (the 'energy' kernel is -r)."""
-    n, d = y.shape
-    sq = (y * y).sum(dim=1)  # [n]
-    mean_to_normal = float(special.expected_distance_to_normal(sq, d).sum()) / n
-    pair_mean = -float(pairwise_sum(y, kernel="energy")) / (n * n)
-    return n * (2.0 * mean_to_normal - special.expected_pair_distance_normal(d) - pair_mean)
+    2005; energy::mvnorm.e); E||y - Y|| and E||Y - Y'|| in closed form (latentdiv.special). The pair
+    sum of one sample runs on the fused engine (the 'energy' kernel is -r); that of a batch of null
+    samples from their Gram matrices."""
+    n, d = y.shape[-2:]
+    sq = (y * y).sum(dim=-1)  # [(b,) n]
+    mean_to_normal = special.expected_distance_to_normal(sq, d).sum(dim=-1) / n
+    if y.dim() == 2:
+        pair_mean = -pairwise_sum(y, kernel="energy") / (n * n)
+    else:
+        pair_mean = _gram_sq_distances(y).sqrt().sum(dim=(-2, -1)) / (n * n)  # [b]
+    out = n * (2.0 * mean_to_normal - special.expected_pair_distance_normal(d) - pair_mean)
+    return float(out) if y.dim() == 2 else out.numpy()
 
 
 def energy_test(z, *, target: str = "standard", null: str = "auto", n_resamples: int = 1000,
@@ -241,21 +301,22 @@ def energy_test(z, *, target: str = "standard", null: str = "auto", n_resamples:
     stat = _energy_stat(_prepare(x, target, ddof=1))
     generator = C.check_generator(generator)
     nres = C.check_n_resamples(n_resamples)
-    table = C.simulate_null(
-        ("energy", target, n, d),
-        lambda rng: np.array([_energy_stat(_prepare(C.standard_normal_sample(rng, n, d), target, ddof=1))]),
-        nres, generator, progress, "energy null")
+    table = _simulate(("energy", target, n, d), n, d, target, lambda y: _column(_energy_stat(y), y), True, nres, generator, progress, "energy null",
+                      ddof=1)
     return NormalityTestResult(float(stat), C.mc_pvalue(stat, table[:, 0]), "energy", target, null, nres, n, d)
 
 
 # ---------------------------------------------------------------------------------------------------
 # EDF tests
 # ---------------------------------------------------------------------------------------------------
-_INTERP_MIN = 50_000  # above this many values, the chi CDF is interpolated (see _chi_edf_fast)
+# Above this many values the chi CDF is interpolated (see _chi_edf_fast): the n (n - 1) / 2 pair
+# distances from n = 201 on (the exact CDF of 20,000 values per null replicate costs more than the
+# rest of the battery's replicate).
+_INTERP_MIN = 20_000
 _INTERP_GRID = 8193
 
 
-def _chi_edf_fast(r: np.ndarray, d: int, scale: float) -> np.ndarray:
+def _chi_edf_fast(r: np.ndarray, d: int, scale: float, presorted: bool = False) -> np.ndarray:
     """EDF statistics against scale * chi_D for many values (pairwise distances): the exact CDF on a
     grid, interpolated. The interpolated quantity is the normal score z = Phi^{-1}(F(r)) (computed
     from P in the lower half and from Q in the upper half, so both tails stay accurate) as a function
@@ -263,39 +324,58 @@ def _chi_edf_fast(r: np.ndarray, d: int, scale: float) -> np.ndarray:
     data; then F = Phi(z), log F = log Phi(z), log(1 - F) = log Phi(-z). Measured: the three
     statistics agree with the exact CDF's to < 1e-6 relative for D = 2..300 (tests/test_stats.py), far
     below their Monte Carlo error; the same code computes the observed and the null values."""
-    rs = np.sort(r)
-    if rs.shape[0] < _INTERP_MIN:
+    rs = r if presorted else np.sort(r, axis=-1)  # r: [..., m] -> [..., 3]
+    if rs.shape[-1] < _INTERP_MIN:
         return C.chi_edf_statistics(rs, d, scale)
+    if rs.ndim > 1:  # a batch of samples: one interpolation grid per sample (each spans its own data)
+        return np.stack([_chi_edf_fast(row, d, scale, True) for row in rs.reshape(-1, rs.shape[-1])]).reshape(
+            *rs.shape[:-1], 3)
     t = (rs / scale) ** (2.0 / 3.0)
     grid = np.linspace(t[0], t[-1], _INTERP_GRID)
     s = 0.5 * grid ** 3
     a = 0.5 * d
-    p = sp.gammainc(a, s)
-    q = sp.gammaincc(a, s)
-    zg = np.where(p < 0.5, sp.ndtri(p), -sp.ndtri(q))
+    # P below the median of chi^2_D / 2 and Q above it (each where it is the smaller, accurate one)
+    lower = s < sp.gammaincinv(a, 0.5)
+    zg = np.empty_like(s)
+    zg[lower] = sp.ndtri(sp.gammainc(a, s[lower]))
+    zg[~lower] = -sp.ndtri(sp.gammaincc(a, s[~lower]))
     zg = np.clip(zg, -37.0, 37.0)  # ndtri(0) = -inf: keep the table finite (Phi(-37) ~ 1e-300)
-    zv = np.interp(t, grid, zg)
-    return C.edf_statistics(sp.ndtr(zv), sp.log_ndtr(zv), sp.log_ndtr(-zv))
+    # Linear interpolation on the uniform grid, the cell found arithmetically (np.interp's binary
+    # search costs more than the rest of the EDF for 10^4..10^5 values).
+    h = (grid[-1] - grid[0]) / (_INTERP_GRID - 1)
+    pos = (t - grid[0]) / h if h > 0 else np.zeros_like(t)
+    cell = np.clip(np.floor(pos), 0, _INTERP_GRID - 2).astype(np.intp)
+    zv = zg[cell] + (pos - cell) * (zg[cell + 1] - zg[cell])
+    # z is clipped to [-37, 37], where Phi(z) >= 5.7e-300 is accurate to relative precision (scipy's
+    # ndtr goes through erfc in the lower tail): its log is log_ndtr's, at a fraction of the cost.
+    u = sp.ndtr(zv)
+    return C.edf_statistics(u, np.log(u), np.log(sp.ndtr(-zv)))
 
 
+# Each family maps a prepared sample y [n, D] -> its (W^2, D_m, A^2) [3], or a batch of null
+# samples [b, n, D] -> [b, 3] (the same EDF code along the last axis).
 def _family_radii(y: torch.Tensor) -> np.ndarray:
-    d = y.shape[1]
-    return C.chi_edf_statistics(torch.linalg.vector_norm(y, dim=1).numpy(), d)
+    d = y.shape[-1]
+    return C.chi_edf_statistics(torch.linalg.vector_norm(y, dim=-1).numpy(), d)
 
 
 def _family_distances(y: torch.Tensor) -> np.ndarray:
-    d = y.shape[1]
-    return _chi_edf_fast(pdist(y).numpy(), d, math.sqrt(2.0))
+    d = y.shape[-1]
+    if y.dim() == 2:
+        return _chi_edf_fast(pdist(y).numpy(), d, math.sqrt(2.0))
+    n = y.shape[-2]
+    iu = torch.triu_indices(n, n, offset=1)
+    r = _gram_sq_distances(y)[:, iu[0], iu[1]].sqrt()  # [b, n (n - 1) / 2]
+    return _chi_edf_fast(r.numpy(), d, math.sqrt(2.0))
 
 
 def _family_projections(y: torch.Tensor, theta: torch.Tensor) -> np.ndarray:  # theta: [D, L] unit columns
-    proj = (y @ theta).numpy()  # [n, L]
-    per = np.stack([C.normal_edf_statistics(proj[:, l]) for l in range(proj.shape[1])])  # [L, 3]
-    return per.max(axis=0)
+    proj = (y @ theta).mT.numpy()  # [(b,) L, n]
+    return C.normal_edf_statistics(proj).max(axis=-2)  # the worst direction
 
 
 def _family_coordinates(y: torch.Tensor) -> np.ndarray:
-    return C.normal_edf_statistics(y.reshape(-1).numpy())
+    return C.normal_edf_statistics(y.reshape(*y.shape[:-2], -1).numpy())
 
 
 def _directions(d: int, n_projections: int, generator: C.Generator) -> torch.Tensor:  # -> [D, L]
@@ -304,12 +384,13 @@ def _directions(d: int, n_projections: int, generator: C.Generator) -> torch.Ten
 
 
 def _uniform_ad_null(m: int, n_resamples: int, generator: C.Generator, progress) -> np.ndarray:  # [B]
-    def compute(rng):
-        u = np.sort(rng.random(m))
-        return C.edf_statistics(u, np.log(u), np.log1p(-u))[2:]
+    def compute_batch(rng, b):  # b sorted uniform samples, drawn as b successive rng.random(m)
+        u = np.sort(rng.random((b, m)), axis=-1)
+        return C.edf_statistics(u, np.log(u), np.log1p(-u))[:, 2:]
 
-    return C.simulate_null(("uniform-ad", m), compute, n_resamples, generator, progress,
-                           "Anderson-Darling null")[:, 0]
+    return C.simulate_null(("uniform-ad", m), lambda rng: compute_batch(rng, 1)[0], n_resamples, generator,
+                           progress, "Anderson-Darling null", compute_batch=compute_batch,
+                           batch_size=max(1, _BATCH_VALUES // m))[:, 0]
 
 
 _EDF_INDEX = {"cvm": 0, "ks": 1, "ad": 2}
@@ -371,10 +452,9 @@ def _edf_test(family: str, z, statistic: str, target: str, null: str, n_resample
             null = "monte carlo"
         return NormalityTestResult(float(obs[k]), p, method, target, null, nres, n, d, details)
     nres = C.check_n_resamples(n_resamples)
-    table = C.simulate_null(
-        (family, target, n, d) + key_extra,  # the directions are a function of (D, L, seed)
-        lambda rng: fam(_prepare(C.standard_normal_sample(rng, n, d), target)),
-        nres, generator, progress, f"{_FAMILY_LABEL[family]} null")
+    table = _simulate((family, target, n, d) + key_extra,  # the directions are a function of (D, L, seed)
+                      n, d, target, fam, family == "distances", nres, generator, progress,
+                      f"{_FAMILY_LABEL[family]} null")
     p = C.mc_pvalue(obs[k], table[:, k])
     return NormalityTestResult(float(obs[k]), p, method, target, "monte carlo", nres, n, d, details)
 

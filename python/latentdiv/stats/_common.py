@@ -1,5 +1,6 @@
 """Shared machinery of the normality tests: input checks, the two targets, result objects, EDF
-statistics, and Monte Carlo null distributions with an in-memory cache.
+statistics, and Monte Carlo null distributions with an in-memory cache in front of an on-disk one
+(``_null_cache``, docs/null_cache.md).
 
 Monte Carlo p-values use p = (1 + #{T_null >= T}) / (1 + B) (Davison & Hinkley 1997, eq. 4.11;
 ``scipy.stats.monte_carlo_test`` does the same): with B null replicates exchangeable with the observed
@@ -19,6 +20,7 @@ import numpy as np
 import torch
 
 from .._validation import check_int, check_member, check_sample_array
+from . import _null_cache
 
 TARGETS = ("standard", "estimated")
 NULLS = ("auto", "asymptotic", "monte carlo")
@@ -140,20 +142,24 @@ def rng_for(generator: Generator, stream: int) -> np.random.Generator:
 # ---------------------------------------------------------------------------------------------------
 # the two targets
 # ---------------------------------------------------------------------------------------------------
-def whiten(x: torch.Tensor, ddof: int = 0, name: str = "z") -> torch.Tensor:  # [n, D] -> [n, D]
+def whiten(x: torch.Tensor, ddof: int = 0, name: str = "z") -> torch.Tensor:  # [(B,) n, D] -> [(B,) n, D]
     r"""Symmetric (Mahalanobis) whitening :math:`y = (x - \bar x) S^{-1/2}`, S the covariance with
     divisor n - ddof (ddof = 0: the population covariance of Mardia / Henze-Zirkler / pingouin;
     ddof = 1: R's ``var`` as in energy::mvnorm.e). The symmetric square root makes every statistic
-    built from inner products of the y_i affine invariant, so its null law depends on (n, D) only."""
-    n, d = x.shape
-    xc = x - x.mean(dim=0, keepdim=True)  # [n, D]
-    cov = xc.T @ xc / (n - ddof)  # [D, D]
+    built from inner products of the y_i affine invariant, so its null law depends on (n, D) only.
+    Leading dimensions are independent samples (a batch of null replicates), each whitened alone."""
+    n, d = x.shape[-2:]
+    xc = x - x.mean(dim=-2, keepdim=True)  # [(B,) n, D]
+    cov = xc.mT @ xc / (n - ddof)  # [(B,) D, D]
     evals, evecs = torch.linalg.eigh(cov)
-    top = float(evals[-1])
-    if not top > 0 or float(evals[0]) <= 1e-12 * top:
-        raise ValueError(f"{name}'s sample covariance is singular (eigenvalues {float(evals[0]):.3g} .. {top:.3g}); "
+    top = evals[..., -1]
+    bad = ~(top > 0) | (evals[..., 0] <= 1e-12 * top)
+    if bool(bad.any()):
+        i = int(bad.reshape(-1).nonzero()[0])
+        lo, hi = float(evals.reshape(-1, d)[i, 0]), float(evals.reshape(-1, d)[i, -1])
+        raise ValueError(f"{name}'s sample covariance is singular (eigenvalues {lo:.3g} .. {hi:.3g}); "
                          "target='estimated' needs full-rank data (use target='standard' to test against N(0, I))")
-    inv_sqrt = (evecs * evals.rsqrt()) @ evecs.T  # [D, D]
+    inv_sqrt = (evecs * evals.rsqrt().unsqueeze(-2)) @ evecs.mT  # [(B,) D, D]
     return xc @ inv_sqrt
 
 
@@ -171,8 +177,9 @@ def haar_rotation(d: int, rng: np.random.Generator) -> torch.Tensor:  # -> [D, D
 _LOG_TINY = math.log(1e-300)
 
 
-def edf_statistics(u: np.ndarray, log_u: np.ndarray, log_1mu: np.ndarray) -> np.ndarray:
-    """(W^2, D_m, A^2) of m values whose hypothesised CDF values are u (sorted ascending), with
+def edf_statistics(u: np.ndarray, log_u: np.ndarray, log_1mu: np.ndarray) -> np.ndarray:  # [..., m] -> [..., 3]
+    """(W^2, D_m, A^2) of m values whose hypothesised CDF values are u (sorted ascending along the
+    last axis; leading axes are independent samples, e.g. a batch of null replicates), with
     log u and log(1 - u) computed accurately in the tails by the caller:
 
     W^2 = 1/(12m) + sum_k (u_k - (2k-1)/(2m))^2 (Cramer-von Mises),
@@ -181,21 +188,21 @@ def edf_statistics(u: np.ndarray, log_u: np.ndarray, log_1mu: np.ndarray) -> np.
 
     Logs are floored at log(1e-300) so that a point far in a tail gives a huge finite A^2, not inf.
     These are exactly scipy.stats.goodness_of_fit's 'cvm', 'ks' and 'ad' statistics."""
-    m = u.shape[0]
+    m = u.shape[-1]
     k = np.arange(1, m + 1, dtype=np.float64)
-    w2 = 1.0 / (12.0 * m) + float(np.sum((u - (2.0 * k - 1.0) / (2.0 * m)) ** 2))
-    ks = max(float(np.max(k / m - u)), float(np.max(u - (k - 1.0) / m)))
+    w2 = 1.0 / (12.0 * m) + np.sum((u - (2.0 * k - 1.0) / (2.0 * m)) ** 2, axis=-1)
+    ks = np.maximum(np.max(k / m - u, axis=-1), np.max(u - (k - 1.0) / m, axis=-1))
     lu = np.maximum(log_u, _LOG_TINY)
     l1 = np.maximum(log_1mu, _LOG_TINY)
-    a2 = -m - float(np.dot(2.0 * k - 1.0, lu + l1[::-1])) / m
-    return np.array([w2, ks, a2])
+    a2 = -m - np.sum((2.0 * k - 1.0) * (lu + l1[..., ::-1]), axis=-1) / m
+    return np.stack([w2, ks, a2], axis=-1)
 
 
 def normal_edf_statistics(x: np.ndarray) -> np.ndarray:
-    """EDF statistics of values x against N(0, 1)."""
+    """EDF statistics of values x [..., m] against N(0, 1) (along the last axis) -> [..., 3]."""
     from scipy import special as sp
 
-    xs = np.sort(x)
+    xs = np.sort(x, axis=-1)
     return edf_statistics(sp.ndtr(xs), sp.log_ndtr(xs), sp.log_ndtr(-xs))
 
 
@@ -204,7 +211,7 @@ def chi_edf_statistics(r: np.ndarray, d: int, scale: float = 1.0) -> np.ndarray:
     regularized incomplete gamma functions; the upper tail from gammaincc, not 1 - gammainc)."""
     from scipy import special as sp
 
-    s = 0.5 * (np.sort(r) / scale) ** 2
+    s = 0.5 * (np.sort(r, axis=-1) / scale) ** 2  # r: [..., m] -> [..., 3]
     a = 0.5 * d
     with np.errstate(divide="ignore"):
         u = sp.gammainc(a, s)
@@ -219,13 +226,22 @@ _NULL_CACHE: Dict[tuple, np.ndarray] = {}
 _CACHE_MAX_ENTRIES = 256
 
 
-def clear_null_cache() -> None:
-    """Forget every cached Monte Carlo null distribution."""
+def clear_null_cache(disk: bool = False) -> None:
+    """Forget every Monte Carlo null distribution cached in memory; ``disk=True`` also removes the
+    tables of the on-disk cache directory (:func:`null_cache_info` says which)."""
     _NULL_CACHE.clear()
+    if disk:
+        _null_cache.clear()
 
 
-def null_cache_info() -> Dict[str, int]:
-    return {"entries": len(_NULL_CACHE), "values": int(sum(v.size for v in _NULL_CACHE.values()))}
+def null_cache_info() -> Dict[str, Any]:
+    """Entries and values held in memory, and the on-disk cache's directory (None: off) and files."""
+    directory = _null_cache.cache_dir()
+    return {"entries": len(_NULL_CACHE), "values": int(sum(v.size for v in _NULL_CACHE.values())),
+            "disk_dir": None if directory is None else str(directory), "disk_entries": _null_cache.entries()}
+
+
+use_null_cache = _null_cache.use_null_cache
 
 
 class _PlainProgress:
@@ -296,42 +312,90 @@ def make_progress(progress, total: int, desc: str):
         return _PlainProgress(total, desc, stream)
 
 
-# Seconds spent computing Monte Carlo null replicates, accumulated while a list is installed here
-# (report.estimate_seconds uses it to separate the per-replicate cost from the observed statistics).
+# While a list is installed here (report.estimate_seconds), every null simulated appends
+# (full key, seconds per replicate, [(batch size, seconds) per batch], the batch size of a real run).
+# A batched null then runs its replicates in three batches, 1 (the one-off warm-up), k and 2k
+# (k = (B - 1) // 3), so that the per-batch and the per-replicate costs can be told apart.
 _NULL_TIMER: Optional[list] = None
 
 
+def _remember(full_key: tuple, table: np.ndarray) -> None:
+    if len(_NULL_CACHE) >= _CACHE_MAX_ENTRIES:
+        _NULL_CACHE.pop(next(iter(_NULL_CACHE)))
+    _NULL_CACHE[full_key] = table
+
+
+def null_key(key: tuple, n_resamples: int, generator: Generator) -> tuple:
+    """The cache key of a null table: the test's key (name, target, n, D, null-relevant options)
+    + (B, seed)."""
+    return key + (n_resamples, 0 if generator is None else generator)
+
+
+def is_cached(full_key: tuple) -> bool:
+    """Whether the table of ``full_key`` is in memory or (trustworthy) on disk."""
+    return full_key in _NULL_CACHE or _null_cache.load(full_key, full_key[-2]) is not None
+
+
 def simulate_null(key: tuple, compute: Callable[[np.random.Generator], np.ndarray], n_resamples: int,
-                  generator: Generator, progress=None, desc: str = "null") -> np.ndarray:  # -> [B, k]
+                  generator: Generator, progress=None, desc: str = "null", *,
+                  compute_batch: Optional[Callable[[np.random.Generator, int], np.ndarray]] = None,
+                  batch_size: int = 1) -> np.ndarray:  # -> [B, k]
     """B replicates of a vector statistic under H0 (``compute(rng)`` draws one null sample and
-    returns its statistics). Cached by ``key`` + (B, seed) when the generator is an int seed or None
-    (seed 0); a numpy Generator is consumed and nothing is cached."""
+    returns its statistics).
+
+    ``compute_batch(rng, b)``, when given, returns the [b, k] statistics of b replicates at once
+    (vectorized or batched engine calls) and must consume ``rng`` exactly as b calls of ``compute``
+    do (numpy fills an array of b draws in the order of b successive draws): the table is then the
+    same whatever ``batch_size`` is, replicates are drawn ``batch_size`` at a time.
+
+    Cached by ``key`` + (B, seed) when the generator is an int seed or None (seed 0): in memory,
+    then on disk (``_null_cache``; the key must hold everything the null depends on). A numpy
+    Generator is consumed and nothing is cached."""
     cacheable = not isinstance(generator, np.random.Generator)
-    full_key = key + (n_resamples, 0 if generator is None else generator)
-    if cacheable and full_key in _NULL_CACHE:
-        return _NULL_CACHE[full_key]
+    full_key = null_key(key, n_resamples, generator)
+    if cacheable:
+        if full_key in _NULL_CACHE:
+            return _NULL_CACHE[full_key]
+        table = _null_cache.load(full_key, n_resamples)
+        if table is not None:
+            _remember(full_key, table)
+            return table
     rng = rng_for(generator, 0)
     bar = make_progress(progress, n_resamples, desc)
     rows = []
     seconds = []
+    step = max(1, int(batch_size)) if compute_batch is not None else 1
+    batches = []
+    plan = None
+    if _NULL_TIMER is not None and compute_batch is not None and n_resamples >= 4:
+        k = (n_resamples - 1) // 3
+        plan = [1, k, n_resamples - 1 - k]
     try:
-        for _ in range(n_resamples):
+        done = 0
+        while done < n_resamples:
+            b = plan.pop(0) if plan else min(step, n_resamples - done)
             start = time.perf_counter()
-            rows.append(np.asarray(compute(rng), dtype=np.float64))
-            seconds.append(time.perf_counter() - start)
+            if compute_batch is None:
+                block = np.asarray(compute(rng), dtype=np.float64)[None, :]
+            else:
+                block = np.asarray(compute_batch(rng, b), dtype=np.float64).reshape(b, -1)
+            rows.append(block)
+            batches.append((b, time.perf_counter() - start))
+            seconds += [batches[-1][1] / b] * b
+            done += b
             if bar is not None:
-                bar.update(1)
+                for _ in range(b):  # one replicate at a time: the bar's counts keep their equal steps
+                    bar.update(1)
     finally:
         if bar is not None:
             bar.close()
         if _NULL_TIMER is not None:
-            _NULL_TIMER.append(seconds)
-    out = np.stack(rows)  # [B, k]
+            _NULL_TIMER.append((full_key, seconds, batches, step))
+    out = np.ascontiguousarray(np.concatenate(rows))  # [B, k]
     out.setflags(write=False)
     if cacheable:
-        if len(_NULL_CACHE) >= _CACHE_MAX_ENTRIES:
-            _NULL_CACHE.pop(next(iter(_NULL_CACHE)))
-        _NULL_CACHE[full_key] = out
+        _remember(full_key, out)
+        _null_cache.store(full_key, out)
     return out
 
 
@@ -350,4 +414,10 @@ def mc_pvalue_two_sided(observed: float, null: np.ndarray) -> float:
 
 def standard_normal_sample(rng: np.random.Generator, n: int, d: int) -> torch.Tensor:  # -> [n, D] float64
     return torch.from_numpy(rng.standard_normal((n, d)))
+
+
+def standard_normal_batch(rng: np.random.Generator, b: int, n: int, d: int) -> torch.Tensor:  # -> [b, n, D]
+    """b null samples at once: the same draws, in the same order, as b calls of
+    :func:`standard_normal_sample` (numpy fills the array in C order from one stream)."""
+    return torch.from_numpy(rng.standard_normal((b, n, d)))
 

@@ -13,6 +13,7 @@ import numpy as np
 from .._validation import check_open_unit
 from . import _battery as B
 from . import _common as C
+from .sigreg_test import sigreg_test
 from ..distributed import global_sample as _global_sample
 
 FAMILIES = ("mardia", "henze_zirkler", "energy", "radii", "distances", "projections", "coordinates")
@@ -20,6 +21,10 @@ TEST_IDS = (
     "mardia_skewness", "mardia_kurtosis", "henze_zirkler", "energy",
     *(f"{fam}_{s}" for fam in ("radii", "distances", "projections", "coordinates") for s in C.EDF_STATISTICS),
 )
+# Tests run only when named in ``tests`` (not in the default battery): SIGReg's Monte Carlo null
+# (256 slices x 17 knots per replicate) would cost more than the rest of the battery together.
+OPTIONAL_TEST_IDS = ("sigreg",)
+ALL_TEST_IDS = TEST_IDS + OPTIONAL_TEST_IDS
 
 
 # Tests whose p-value is not Monte Carlo under null="auto": i.i.d. values with a fully specified CDF.
@@ -36,7 +41,7 @@ def min_resamples(alpha: float, n_tests: int) -> int:
 def monte_carlo_tests(tests: Optional[Sequence[str]], target: str) -> List[str]:
     """The ids among ``tests`` (None: all) whose p-value is Monte Carlo with null="auto"."""
     wanted = _select(tests)
-    return [t for t in TEST_IDS if t in wanted and not (target == "standard" and t in _ASYMPTOTIC_UNDER_STANDARD)]
+    return [t for t in ALL_TEST_IDS if t in wanted and not (target == "standard" and t in _ASYMPTOTIC_UNDER_STANDARD)]
 
 
 def resamples_warning(alpha: float, n_resamples: int, tests: Optional[Sequence[str]] = None,
@@ -127,10 +132,22 @@ def _fmt_p(p: float) -> str:
 
 def normality_report(z, *, target: str = "standard", alpha: float = 0.05, n_resamples: int = 1000,
                      generator: C.Generator = 0, tests: Optional[Sequence[str]] = None, beta=None,
-                     n_projections: int = 32, progress=False, group=None) -> NormalityReport:
+                     n_projections: int = 32, progress=False, group=None, null_cache=None) -> NormalityReport:
     """Run the battery (all of :data:`TEST_IDS`, or those named in ``tests``: ids or family names such
-    as "radii"), then Holm's correction at ``alpha``. Monte Carlo nulls are cached (a second report on
-    a sample of the same (n, D) costs only the statistics)."""
+    as "radii", and the optional "sigreg", :func:`latentdiv.stats.sigreg_test`), then Holm's
+    correction at ``alpha``. Monte Carlo nulls are cached in memory and on disk (a second report on a
+    sample of the same (n, D), in this process or a later one, costs only the statistics):
+    ``null_cache`` True follows ``$LATENTDIV_NULL_CACHE``, None the same or an enclosing
+    ``use_null_cache`` block, False keeps this report off the disk cache, a path uses that directory
+    (docs/null_cache.md)."""
+    with C.use_null_cache(null_cache):
+        return _normality_report(z, target=target, alpha=alpha, n_resamples=n_resamples, generator=generator,
+                                 tests=tests, beta=beta, n_projections=n_projections, progress=progress,
+                                 group=group)
+
+
+def _normality_report(z, *, target, alpha, n_resamples, generator, tests, beta, n_projections, progress,
+                      group) -> NormalityReport:
     if group is not None:  # the global sample of a torch.distributed group (latentdiv.distributed)
         z = _global_sample(z, group)
     x = C.as_sample(z)
@@ -166,6 +183,10 @@ def normality_report(z, *, target: str = "standard", alpha: float = 0.05, n_resa
                 _advance(progress)
                 ids.append(tid)
                 results.append(fns[fam](x, statistic=s, **opts))
+    if "sigreg" in wanted:
+        _advance(progress)
+        ids.append("sigreg")
+        results.append(sigreg_test(x, **opts))
     adj = holm([r.pvalue for r in results])
     rows = []
     for tid, r, pa in zip(ids, results, adj):
@@ -205,30 +226,49 @@ _PROBE_SEED = 0x5EED0F7E57  # estimate_seconds' own seed: its null samples are n
 
 
 def estimate_seconds(z, *, target: str = "standard", n_resamples: int = 1000, tests: Optional[Sequence[str]] = None,
-                     beta=None, n_projections: int = 32, probe: int = 4) -> float:
+                     beta=None, n_projections: int = 32, probe: int = 4, generator: C.Generator = 0,
+                     null_cache=None) -> float:
     """Seconds :func:`normality_report` with these options would take here, measured, not modelled:
-    the report is run once with ``probe`` Monte Carlo replicates per null, each replicate is timed,
-    and the estimate is the observed statistics' time plus B times the median replicate of each null
-    (the first replicate pays one-off warm-up costs). The probe uses a seed of its own and its cache
+    the report is run once with 1 + 3 ``probe`` Monte Carlo replicates per null, each replicate (or
+    batch of replicates) is timed, and the estimate is the observed statistics' time plus, for each
+    null, B times its median replicate (the first pays one-off warm-up costs) or, for a batched null,
+    its per-batch and per-replicate costs fitted to batches of ``probe`` and 2 ``probe`` replicates. The probe uses a seed of its own and its cache
     entries are removed afterwards, so the tests that share one null simulation (the three EDF
     statistics of a family) share it here too, as in the real run, and nothing of the probe remains.
-    Costs about ``probe`` + 1 replicates of every test."""
+    Costs about 3 ``probe`` + 2 replicates of every test. A null that the real run (B = ``n_resamples``,
+    seed ``generator``) will find in the memory or on-disk cache (``null_cache`` as in
+    :func:`normality_report`) counts nothing; the probe itself never writes to the disk cache."""
     n_resamples = C.check_n_resamples(n_resamples)
     probe = C.check_int(probe, "probe", 1)
+    generator = C.check_generator(generator)
     before = set(C._NULL_CACHE)
     C._NULL_TIMER = timer = []
     start = time.perf_counter()
     try:
-        normality_report(z, target=target, n_resamples=probe, generator=_PROBE_SEED, tests=tests,
-                         beta=beta, n_projections=n_projections)
+        with C.use_null_cache(False):
+            normality_report(z, target=target, n_resamples=1 + 3 * probe, generator=_PROBE_SEED, tests=tests,
+                             beta=beta, n_projections=n_projections)
     finally:
         C._NULL_TIMER = None
         for key in set(C._NULL_CACHE) - before:
             del C._NULL_CACHE[key]
     total = time.perf_counter() - start
-    spent_on_nulls = sum(sum(t) for t in timer)
-    per_replicate = sum(float(np.median(t)) for t in timer if t)
-    return max(0.0, total - spent_on_nulls) + per_replicate * n_resamples
+    spent_on_nulls = sum(sum(t) for _, t, _, _ in timer)
+    nulls = 0.0
+    cacheable = not isinstance(generator, np.random.Generator)
+    with C.use_null_cache(null_cache):
+        for full_key, t, batches, step in timer:
+            real_key = C.null_key(full_key[:-2], n_resamples, generator)
+            if not t or (cacheable and C.is_cached(real_key)):
+                continue
+            if len(batches) == 3:  # batched: cost(b) = per_batch + b per_replicate, from the k and 2k batches
+                (k1, t1), (k2, t2) = batches[1], batches[2]
+                per_replicate = max(0.0, (t2 - t1) / (k2 - k1)) if k2 > k1 else t2 / k2
+                per_batch = max(0.0, t1 - k1 * per_replicate)
+                nulls += math.ceil(n_resamples / step) * per_batch + n_resamples * per_replicate
+            else:  # one replicate at a time (the first pays one-off warm-up costs: the median)
+                nulls += float(np.median(t)) * n_resamples
+    return max(0.0, total - spent_on_nulls) + nulls
 
 
 def _select(tests: Optional[Sequence[str]]) -> set:
@@ -238,10 +278,10 @@ def _select(tests: Optional[Sequence[str]]) -> set:
         tests = [tests]
     out = set()
     for t in tests:
-        if t in TEST_IDS:
+        if t in ALL_TEST_IDS:
             out.add(t)
         elif t in FAMILIES:
             out.update(i for i in TEST_IDS if i == t or i.startswith(t + "_") or (t == "energy" and i == "energy"))
         else:
-            raise ValueError(f"tests: unknown test {t!r}; choose among {TEST_IDS} or families {FAMILIES}")
+            raise ValueError(f"tests: unknown test {t!r}; choose among {ALL_TEST_IDS} or families {FAMILIES}")
     return out
