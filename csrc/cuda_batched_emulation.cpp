@@ -1,9 +1,8 @@
 // Host emulation of the CUDA schedule of the batched VALUE mode (csrc/cuda/batched_schedule.h): the
 // same block programs as the __global__ kernels, run block after block on the CPU, with shared memory
 // as host arrays poisoned with NaN and each phase run thread after thread in forward or reverse order
-// (a legal interleaving of a real block; a missing barrier shows up as a NaN or a wrong value). The
-// executor is the one csrc/cuda_emulation.cpp describes, repeated here so this mode stays in its own
-// files. Not a performance path: tests/test_batched.py compares it with the CPU schedule.
+// (a legal interleaving of a real block; a missing barrier shows up as a NaN or a wrong value), by
+// the executor of host_exec.h, shared with csrc/cuda_emulation.cpp. Not a performance path: tests/test_batched.py compares it with the CPU schedule.
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
@@ -13,6 +12,7 @@
 #include <vector>
 
 #include "cuda/batched_schedule.h"
+#include "host_exec.h"
 #include "latentdiv/kernels.h"
 #include "latentdiv/pair_batched.h"
 
@@ -29,43 +29,8 @@ namespace {
 
 namespace bs = batched_schedule;
 
-template <int kThreads>
-class HostExec {
- public:
-  template <class R, int N>
-  struct PerThread {
-    static_assert(N == kThreads, "a block program's per-thread state must match the block size");
-    std::vector<R> r = std::vector<R>(N);
-    R& operator[](int t) { return r[static_cast<std::size_t>(t)]; }
-  };
-  explicit HostExec(bool reverse) : reverse_(reverse) {}
-  template <class F>
-  void each(F f) {
-    phase_.emplace_back([f](int t) { f(t); });
-  }
-  template <class R, int N, class F>
-  void each(PerThread<R, N>& regs, F f) {
-    phase_.emplace_back([&regs, f](int t) { f(t, regs[t]); });
-  }
-  void sync() { run_phase(); }
-  void finish() { run_phase(); }
-
- private:
-  void run_phase() {
-    for (int q = 0; q < kThreads; ++q) {
-      const int t = reverse_ ? kThreads - 1 - q : q;
-      for (auto& fn : phase_) fn(t);
-    }
-    phase_.clear();
-  }
-  bool reverse_;
-  std::vector<std::function<void(int)>> phase_;
-};
-
-template <class T>
-std::vector<T> poisoned(std::size_t count) {
-  return std::vector<T>(count, std::numeric_limits<T>::quiet_NaN());
-}
+using emulation::HostExec;
+using emulation::poisoned;
 
 template <class K, class T>
 Status emulate(const BatchedPairArgs& a, bool reverse) {

@@ -4,10 +4,8 @@
 // phase boundaries. Compiled into every build (with or without nvcc), so the CUDA schedule is tested
 // on machines without a GPU (tests/test_cuda.py). Not a performance path.
 //
-// Barrier checking: HostExec defers the lambdas of each() until the next sync() and then runs the
-// phase thread by thread (forward or reverse thread order), a legal interleaving of a real block.
-// Shared memory starts as NaN, so a missing __syncthreads() makes a thread read an unwritten tile
-// entry (or the previous tile's) and the comparison with the reference fails.
+// Barrier checking: the executor (host_exec.h) runs each phase thread by thread, shared memory
+// starts as NaN.
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
@@ -18,6 +16,7 @@
 #include <vector>
 
 #include "binding_args.h"
+#include "host_exec.h"
 #include "cuda/schedule.h"
 #include "cuda/schedule_hess_vec.h"
 #include "cuda/schedule_pdist.h"
@@ -31,45 +30,8 @@ namespace {
 
 namespace cs = cuda_schedule;
 
-template <int kThreads>
-class HostExec {
- public:
-  template <class R, int N>
-  struct PerThread {
-    static_assert(N == kThreads, "a block program's per-thread state must match the block size");
-    std::vector<R> r = std::vector<R>(N);
-    R& operator[](int t) { return r[static_cast<std::size_t>(t)]; }
-  };
-
-  explicit HostExec(bool reverse) : reverse_(reverse) {}
-
-  template <class F>
-  void each(F f) {
-    phase_.emplace_back([f](int t) { f(t); });
-  }
-  template <class R, int N, class F>
-  void each(PerThread<R, N>& regs, F f) {
-    phase_.emplace_back([&regs, f](int t) { f(t, regs[t]); });
-  }
-  void sync() { run_phase(); }
-  void finish() { run_phase(); }
-
- private:
-  void run_phase() {
-    for (int q = 0; q < kThreads; ++q) {
-      const int t = reverse_ ? kThreads - 1 - q : q;
-      for (auto& fn : phase_) fn(t);
-    }
-    phase_.clear();
-  }
-  bool reverse_;
-  std::vector<std::function<void(int)>> phase_;
-};
-
-template <class T>
-std::vector<T> poisoned(std::size_t count) {
-  return std::vector<T>(count, std::numeric_limits<T>::quiet_NaN());
-}
+using emulation::HostExec;
+using emulation::poisoned;
 
 template <class K, class T>
 Status emulate_pair(const PairArgs& a, bool reverse) {
