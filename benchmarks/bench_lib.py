@@ -9,7 +9,7 @@ pdist: "fwd" = torch.pdist-style condensed distances, "fwdbwd" = their sum and i
 Flop model (documented, not measured): a pair costs
     VALUE pass: 2D (dot product, D FMAs) + 3 (r2 from norms) + K   flops
     GRAD pass:  4D (dot product + the GEMM-like accumulation of c_ij y_j) + 5 + K   flops
-with K the kernel's flops per pair: per scale gaussian 12, laplacian 14, imq 4, and energy 10,
+with K the kernel's flops per pair: per scale gaussian 12, laplacian 14, imq 4, imq_sqrt 5, and energy 10,
 cramer_wold_approx 12, cramer_wold 4 * 11 (Clenshaw). MMD fwd = 3 VALUE passes of n^2 pairs;
 fwdbwd adds 2 GRAD passes (dS/dX: self term and cross term). pdist fwd = n^2/2 (2D + 3 + 10); its
 backward one GRAD pass of n^2 pairs without kernel. "Percent of peak" = model flops / time / the
@@ -63,6 +63,8 @@ def kernel_setup(name: str, d: int, n: int) -> Tuple[str, object, Dict, int]:
         return "gaussian", math.sqrt(d), {}, 12
     if name == "imq7":  # WAE: C = 2 D sigma^2 s, seven scales
         return "imq", [2.0 * d * s for s in (0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)], {}, 7 * 4
+    if name == "imq_sqrt":  # (1 + r2 / C)^(-1/2), C = 2D (the median heuristic of N(0, I))
+        return "imq_sqrt", 2.0 * d, {}, 5
     if name == "laplacian":
         return "laplacian", math.sqrt(d), {}, 14
     if name == "energy":
@@ -75,7 +77,7 @@ def kernel_setup(name: str, d: int, n: int) -> Tuple[str, object, Dict, int]:
     raise ValueError(name)
 
 
-KERNEL_NAMES = ["gaussian", "imq7", "laplacian", "energy", "cramer_wold_approx"] + (
+KERNEL_NAMES = ["gaussian", "imq7", "imq_sqrt", "laplacian", "energy", "cramer_wold_approx"] + (
     ["cramer_wold"] if HAVE_CW_EXACT else [])
 
 
@@ -85,6 +87,8 @@ def _formula_r2(name: str, r2: torch.Tensor, bw, opts, d: int) -> torch.Tensor:
         return torch.exp(-r2 / (2.0 * bw * bw))
     if name == "imq":
         return sum(c / (c + r2) for c in bw)
+    if name == "imq_sqrt":
+        return torch.sqrt(bw / (bw + r2))
     if name == "laplacian":
         return torch.exp(-torch.sqrt(r2) / bw)
     if name == "energy":
@@ -138,6 +142,8 @@ def mmd_fn(impl: str, kname: str, d: int, n: int) -> Optional[Callable]:
                     k = (-r2 / (2.0 * bw * bw)).exp()
                 elif kernel == "imq":
                     k = sum(c / (c + r2) for c in bw)
+                elif kernel == "imq_sqrt":
+                    k = (bw / (bw + r2)).sqrt()
                 elif kernel == "laplacian":
                     k = (-r2.sqrt() / bw).exp()
                 elif kernel == "energy":

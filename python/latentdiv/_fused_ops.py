@@ -23,7 +23,8 @@ Second order (``create_graph=True``): the backward then recomposes each term's g
 primitive ops ``pair_grad`` / ``pair_rows`` (ops.py), whose own autograd gives the second
 derivatives; the saved first-order gradients are not differentiable.
 
-CPU only (VALUE_GRAD is a CPU mode); other devices keep the per-term path of functional.py.
+CPU only (the multi-term entry `_C.pair_terms` exists for the CPU schedule only); other devices keep
+the per-term path of functional.py.
 
 Gradients of one term (notation of ops.py): rows R_i = sum_j b_j f_ij, G_i = sum_j b_j 2 f'_ij (u_i - v_j):
   self (u is v, one weight vector a): dS/du_i = 2 a_i G_i, dS/da_i = 2 R_i;

@@ -6,7 +6,8 @@
 // with u, v two of up to kMaxPointSets point sets (for the Python layer: x, y and the origin, one
 // point at 0). Every side that needs a gradient is computed in the same call through the
 // schedule's VALUE_GRAD mode, so the caller gets L and dL/d(points), dL/d(weights) at once.
-// Torch-free, CPU only (VALUE_GRAD is a CPU mode).
+// Torch-free, CPU only (the CUDA entry lowers VALUE_GRAD to separate launches; this entry is the
+// CPU schedule's one-pass form).
 #pragma once
 
 #include "latentdiv/common.h"
