@@ -32,9 +32,10 @@ CHILD = textwrap.dedent("""
     before = latentdiv.pairwise_sum(small, bandwidth=3.0).item()
 
     def long_call(mode, x):
-        if mode == "pdist":
-            xg = x.clone().requires_grad_(True)
-            (latentdiv.pdist(xg) * 0.5).sum().backward()
+        if mode == "pdist":  # repeated: one forward + backward can end within the 0.5 s on a fast, quiet machine
+            for _ in range(6):
+                xg = x.clone().requires_grad_(True)
+                (latentdiv.pdist(xg) * 0.5).sum().backward()
         elif mode == "grad":
             xg = x.clone().requires_grad_(True)
             latentdiv.pairwise_sum(xg, bandwidth=8.0).backward()
@@ -97,7 +98,8 @@ def check_stopped(result, what):
 
 def test_sigint_stops_engine_calls():
     # Each call takes seconds on 2 cores; the signal comes 0.5 s in. pairwise_sum forward (n = 49152,
-    # D = 64), pdist forward + backward (n = 8192, D = 1024: 33.5 M distances), and a Python handler
+    # D = 64), pdist forward + backward six times over (n = 8192, D = 1024: 33.5 M distances, about
+    # 1 s each on a quiet Zen 4: once alone, it sometimes finished before the signal), and a Python handler
     # that does not raise: the call then runs to the end (again) and gives the exact result.
     value, pdist, handler = run_and_interrupt(["value:49152:64", "pdist:8192:1024", "handler:49152:64"], delay=0.5)
     check_stopped(value, "pairwise_sum")

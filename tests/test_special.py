@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import os
 import pathlib
 import shutil
 import subprocess
@@ -423,3 +424,31 @@ def test_torch_compile_fullgraph(device):
     v2 = compiled(z2)
     v2.backward()
     assert torch.allclose(v1, v2, rtol=1e-12) and torch.allclose(z1.grad, z2.grad, rtol=1e-12)
+
+
+def test_constant_mark_without_dynamo_import():
+    """special.py marks its numpy/scipy constants for dynamo without importing torch._dynamo (which
+    costs 1-2 s of `latentdiv check`'s start-up): the mark must be the one torch's own decorator leaves,
+    and a fullgraph compile must still see through it. Run in a fresh interpreter, where dynamo is
+    not loaded yet."""
+    code = r"""
+import sys, torch
+spec = __import__("importlib.util").util.spec_from_file_location("special_fresh", sys.argv[1])
+S = __import__("importlib.util").util.module_from_spec(spec)
+sys.modules["special_fresh"] = S
+spec.loader.exec_module(S)
+assert "torch._dynamo" not in sys.modules, "special.py imported torch._dynamo"
+def reference(): pass
+torch.compiler.assume_constant_result(reference)
+for fn in (S._gamma_ratio_half_const, S._cw_phi_fit_const):
+    assert vars(fn) == vars(reference), (vars(fn), vars(reference))
+f = torch.compile(lambda z: S.gamma_ratio_half(8) * z.sum() + S.cw_phi_params(8)[1] * z.sum(),
+                  fullgraph=True, backend="eager")
+z = torch.ones(3, dtype=torch.float64)
+assert float(f(z)) == 3 * (S.gamma_ratio_half(8) + S.cw_phi_params(8)[1])
+print("ok")
+"""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    out = subprocess.run([sys.executable, "-c", code, str(ROOT / "python/latentdiv/special.py")],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-3000:]

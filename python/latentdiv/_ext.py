@@ -116,6 +116,17 @@ def cuda_compiled() -> bool:
     return _C is not None and bool(_C.build_info()["cuda"])
 
 
+def plain_eager(*args: Any) -> bool:
+    """Whether a call may skip the torch dispatcher and run an op's body (or a host-side shortcut)
+    itself: eager mode with no compiler, torch.func transform or dispatch mode (fake tensors, make_fx,
+    FlopCounterMode) watching, and every tensor among ``args`` a plain tensor or Parameter (no
+    subclass). Under any of those the op itself must be called, so that they see it."""
+    if (torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active()
+            or torch._C._len_torch_dispatch_stack() != 0):
+        return False
+    return all(type(a) in (torch.Tensor, torch.nn.Parameter) for a in args if isinstance(a, torch.Tensor))
+
+
 def use_compiled(device: torch.device) -> bool:
     """Whether the public functions route this device through the compiled custom ops."""
     if _backend == "reference":

@@ -328,12 +328,10 @@ def _host_checkable(value: torch.Tensor, inputs) -> bool:
     """Whether the non-finite check may be answered on the host: eager CPU tensors of the engine's
     dtypes, contiguous, with no compiler, torch.func transform or dispatch mode (fake tensors,
     make_fx) tracing the call, where a host answer would be baked into a graph."""
-    if (_ext._C is None or not hasattr(_ext._C, "all_finite") or torch.compiler.is_compiling()
-            or torch._C._are_functorch_transforms_active() or torch._C._len_torch_dispatch_stack() != 0):
+    if _ext._C is None or not hasattr(_ext._C, "all_finite") or not _ext.plain_eager(value, *inputs):
         return False
-    for t in (value, *inputs):
-        if t is not None and (type(t) not in (torch.Tensor, torch.nn.Parameter) or t.device.type != "cpu"):
-            return False
+    if any(t is not None and t.device.type != "cpu" for t in (value, *inputs)):
+        return False
     return all(t is None or (t.dtype in _ENGINE_DTYPES and t.is_contiguous()) for t in inputs)
 
 

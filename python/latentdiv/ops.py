@@ -77,10 +77,28 @@ def _launch_pair(
     _ext.check_status(status, "pair_reduce")
 
 
+_OP_BODIES: dict = {}  # custom op -> its Python body (_engine_op)
+
+
+def _engine_op(body):
+    """``torch.library.custom_op("latentdiv::<name>")`` of ``body``, with the body kept for ``_run_op``."""
+    op = torch.library.custom_op(f"latentdiv::{body.__name__}", mutates_args=())(body)
+    _OP_BODIES[op] = body
+    return op
+
+
+def _run_op(op, *args):
+    """What the autograd.Functions' forwards run: in plain eager mode the op's body itself, else the op.
+    The op's dispatch (torch.library.custom_op) adds 5-15 us a call, and its first call in a process
+    imports torch._dynamo (1-2 s: most of a short `latentdiv check`); the body computes the same thing.
+    Under a torch.func transform or a dispatch mode the op is called, so that they see it."""
+    return _OP_BODIES[op](*args) if _ext.plain_eager(*args) else op(*args)
+
+
 # ---------------------------------------------------------------------------------------------------
 # pair_sum: the scalar sum_ij wx_i wy_j f(r2_ij), in float64
 # ---------------------------------------------------------------------------------------------------
-@torch.library.custom_op("latentdiv::pair_sum", mutates_args=())
+@_engine_op
 def pair_sum(
     x: Tensor,              # [n, D]
     y: Optional[Tensor],    # [m, D]; None: y is x (self pairs)
@@ -110,7 +128,7 @@ def _(x, y, wx, wy, kernel, params, exclude_diagonal):
 # ---------------------------------------------------------------------------------------------------
 # pair_rows: VALUE mode, rows_i = sum_j wy_j f(r2_ij), float64 [n]
 # ---------------------------------------------------------------------------------------------------
-@torch.library.custom_op("latentdiv::pair_rows", mutates_args=())
+@_engine_op
 def pair_rows(
     x: Tensor,              # [n, D]
     y: Optional[Tensor],    # [m, D] or None (self pairs)
@@ -133,7 +151,7 @@ def _(x, y, wy, kernel, params, exclude_diagonal):
 # ---------------------------------------------------------------------------------------------------
 # pair_grad: GRAD mode, out_i = sum_j wy_j 2 f'(r2_ij) (x_i - y_j), x.dtype [n, D]
 # ---------------------------------------------------------------------------------------------------
-@torch.library.custom_op("latentdiv::pair_grad", mutates_args=())
+@_engine_op
 def pair_grad(
     x: Tensor,              # [n, D]
     y: Optional[Tensor],    # [m, D] or None (self pairs)
@@ -157,7 +175,7 @@ def _(x, y, wy, kernel, params, exclude_diagonal):
 # ---------------------------------------------------------------------------------------------------
 # pair_sum_with_grad: pair_sum plus, in the same pass, the x side of its gradient
 # ---------------------------------------------------------------------------------------------------
-@torch.library.custom_op("latentdiv::pair_sum_with_grad", mutates_args=())
+@_engine_op
 def pair_sum_with_grad(
     x: Tensor,              # [n, D]
     y: Optional[Tensor],    # [m, D]; None: y is x (self pairs)
@@ -189,7 +207,7 @@ def _(x, y, wx, wy, kernel, params, exclude_diagonal):
 # ---------------------------------------------------------------------------------------------------
 # pair_hess_vec: HESS_VEC mode, the pair reduction behind every second-order gradient
 # ---------------------------------------------------------------------------------------------------
-@torch.library.custom_op("latentdiv::pair_hess_vec", mutates_args=())
+@_engine_op
 def pair_hess_vec(
     x: Tensor,              # [n, D]
     y: Optional[Tensor],    # [m, D] or None (self pairs)
@@ -233,7 +251,7 @@ def _launch_pdist(x: Tensor, out: Tensor, grad_out: Optional[Tensor] = None, dis
     _ext.check_status(status, "pdist")
 
 
-@torch.library.custom_op("latentdiv::pdist", mutates_args=())
+@_engine_op
 def pdist(x: Tensor) -> Tensor:  # [n, D] -> [n (n - 1) / 2]
     n = x.shape[0]
     out = x.new_empty((n * (n - 1) // 2,))
@@ -248,7 +266,7 @@ def _(x):
     return x.new_empty((n * (n - 1) // 2,))
 
 
-@torch.library.custom_op("latentdiv::pdist_backward", mutates_args=())
+@_engine_op
 def pdist_backward(
     grad: Tensor,  # [n (n - 1) / 2]
     x: Tensor,     # [n, D]
@@ -642,7 +660,7 @@ def _fn_setup(ctx, inputs):
 class _PairSum(torch.autograd.Function):
     @staticmethod
     def forward(x, y, wx, wy, kernel, params, exclude_diagonal):
-        return pair_sum(x, y, wx, wy, kernel, params, exclude_diagonal)
+        return _run_op(pair_sum, x, y, wx, wy, kernel, params, exclude_diagonal)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -668,7 +686,7 @@ class _PairSum(torch.autograd.Function):
 class _PairRows(torch.autograd.Function):
     @staticmethod
     def forward(x, y, wy, kernel, params, exclude_diagonal):
-        return pair_rows(x, y, wy, kernel, params, exclude_diagonal)
+        return _run_op(pair_rows, x, y, wy, kernel, params, exclude_diagonal)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -694,7 +712,7 @@ class _PairRows(torch.autograd.Function):
 class _PairGrad(torch.autograd.Function):
     @staticmethod
     def forward(x, y, wy, kernel, params, exclude_diagonal):
-        return pair_grad(x, y, wy, kernel, params, exclude_diagonal)
+        return _run_op(pair_grad, x, y, wy, kernel, params, exclude_diagonal)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -720,7 +738,7 @@ class _PairGrad(torch.autograd.Function):
 class _PairSumWithGrad(torch.autograd.Function):
     @staticmethod
     def forward(x, y, wx, wy, kernel, params, exclude_diagonal):
-        return pair_sum_with_grad(x, y, wx, wy, kernel, params, exclude_diagonal)
+        return _run_op(pair_sum_with_grad, x, y, wx, wy, kernel, params, exclude_diagonal)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -755,7 +773,7 @@ class _PairSumWithGrad(torch.autograd.Function):
 class _PairHessVec(torch.autograd.Function):
     @staticmethod
     def forward(x, y, wx, wy, vx, vy, kernel, params):
-        return pair_hess_vec(x, y, wx, wy, vx, vy, kernel, params)
+        return _run_op(pair_hess_vec, x, y, wx, wy, vx, vy, kernel, params)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -777,7 +795,7 @@ class _PairHessVec(torch.autograd.Function):
 class _Pdist(torch.autograd.Function):
     @staticmethod
     def forward(x):
-        return pdist(x)
+        return _run_op(pdist, x)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -802,7 +820,7 @@ class _Pdist(torch.autograd.Function):
 class _PdistBackward(torch.autograd.Function):
     @staticmethod
     def forward(g, x, dist):
-        return pdist_backward(g, x, dist)
+        return _run_op(pdist_backward, g, x, dist)
 
     @staticmethod
     def setup_context(ctx, inputs, output):

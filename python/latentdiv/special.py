@@ -36,6 +36,17 @@ import torch
 from latentdiv import _ext
 from latentdiv._validation import check_float_tensor, check_real_at_least_one
 
+
+def _assume_constant_result(fn):
+    """``torch.compiler.assume_constant_result`` without its import of ``torch._dynamo`` (1-2 s, most of
+    ``latentdiv check``'s start-up when nothing is compiled): that decorator only sets this one flag,
+    which dynamo reads when it meets the function. Once dynamo is loaded, the public decorator is used.
+    tests/test_special.py checks that both leave the same mark."""
+    if "torch._dynamo" in sys.modules:
+        return torch.compiler.assume_constant_result(fn)
+    fn._dynamo_marked_constant = True
+    return fn
+
 __all__ = [
     "hyp1f1_negarg",
     "phi_cw_exact",
@@ -218,7 +229,7 @@ def _cw_phi_fit(D: float) -> tuple[int, float, tuple[float, ...]]:
     return _KIND_CHEB, a, tuple(float(c) for c in coeffs)
 
 
-@torch.compiler.assume_constant_result  # the numpy fit is not traceable by dynamo; D is a Python constant
+@_assume_constant_result  # the numpy fit is not traceable by dynamo; D is a Python constant
 def _cw_phi_fit_const(D: float) -> tuple:
     return _cw_phi_fit(D)
 
@@ -324,6 +335,18 @@ def _from_numpy(a: np.ndarray, like: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(a)).to(device=like.device, dtype=like.dtype)
 
 
+def _hyp_values(z: torch.Tensor, a: float, b: float) -> torch.Tensor:  # [...] -> [...] same dtype/device
+    """M(a; b; -z) elementwise (z >= 0; negatives treated as 0): the body of the op below."""
+    return _from_numpy(hyp1f1_negarg(a, b, _to_numpy64(z)), z)
+
+
+def _chi_values(r: torch.Tensor, dim: float, upper: bool) -> torch.Tensor:  # [...] -> [...] same dtype/device
+    """P(dim/2, r^2/2) (upper=False) or Q(dim/2, r^2/2) (upper=True); r < 0 treated as 0: the op's body."""
+    rr = np.maximum(_to_numpy64(r), 0.0)
+    f = _sp.gammaincc if upper else _sp.gammainc
+    return _from_numpy(f(0.5 * dim, 0.5 * rr * rr), r)
+
+
 def _define_ops():
     ns = torch.ops.latentdiv
     try:  # the module may be imported twice (by path in tests and as latentdiv.special)
@@ -334,7 +357,7 @@ def _define_ops():
     @torch.library.custom_op("latentdiv::special_hyp1f1_negarg", mutates_args=())
     def _hyp_op(z: torch.Tensor, a: float, b: float) -> torch.Tensor:
         """M(a; b; -z) elementwise (z >= 0; negatives treated as 0). [...] -> [...] same dtype/device."""
-        return _from_numpy(hyp1f1_negarg(a, b, _to_numpy64(z)), z)
+        return _hyp_values(z, a, b)
 
     @_hyp_op.register_fake
     def _(z, a, b):
@@ -356,10 +379,7 @@ def _define_ops():
     @torch.library.custom_op("latentdiv::special_chi_cdf", mutates_args=())
     def _chi_op(r: torch.Tensor, dim: float, upper: bool) -> torch.Tensor:
         """P(dim/2, r^2/2) (upper=False) or Q(dim/2, r^2/2) (upper=True); r < 0 treated as 0."""
-        rr = np.maximum(_to_numpy64(r), 0.0)
-        x = 0.5 * rr * rr
-        f = _sp.gammaincc if upper else _sp.gammainc
-        return _from_numpy(f(0.5 * dim, x), r)
+        return _chi_values(r, dim, upper)
 
     @_chi_op.register_fake
     def _(r, dim, upper):
@@ -389,7 +409,9 @@ _HYP_OP, _CHI_OP = _define_ops()
 class _Hyp1f1NegArg(torch.autograd.Function):
     @staticmethod
     def forward(z, a, b):
-        return _HYP_OP(z, a, b)
+        # The op's body itself in plain eager mode, as ops._run_op (why: there): a custom op's first call
+        # imports torch._dynamo (1-2 s of a short `latentdiv check`).
+        return _hyp_values(z, a, b) if _ext.plain_eager(z) else _HYP_OP(z, a, b)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -418,8 +440,8 @@ class _Hyp1f1NegArg(torch.autograd.Function):
 
 class _ChiCdf(torch.autograd.Function):
     @staticmethod
-    def forward(r, dim, upper):
-        return _CHI_OP(r, dim, upper)
+    def forward(r, dim, upper):  # as _Hyp1f1NegArg.forward
+        return _chi_values(r, dim, upper) if _ext.plain_eager(r) else _CHI_OP(r, dim, upper)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -483,7 +505,7 @@ def gamma_ratio_half(dim: float) -> float:
     return _gamma_ratio_half_const(check_real_at_least_one(dim, "dim"))
 
 
-@torch.compiler.assume_constant_result  # dynamo cannot trace a scipy ufunc; D is a Python constant
+@_assume_constant_result  # dynamo cannot trace a scipy ufunc; D is a Python constant
 def _gamma_ratio_half_const(D: float) -> float:
     return float(_sp.poch(0.5 * D, 0.5))
 

@@ -13,24 +13,32 @@ Needs the optional extra: ``pip install "latentdiv[study]"``.
 
 from __future__ import annotations
 
-from ._deps import MissingDependencyError
-from .config import MODES, StudyConfig, preset
-from .metrics import class_histogram, frechet_distance, kernel_inception_distance, prdc
-from .models import MODELS
-from .runner import plan_runs, run_study
-from .samplers import SAMPLERS
+import importlib
 
-__all__ = [
-    "MODELS",
-    "MODES",
-    "MissingDependencyError",
-    "SAMPLERS",
-    "StudyConfig",
-    "class_histogram",
-    "frechet_distance",
-    "kernel_inception_distance",
-    "plan_runs",
-    "prdc",
-    "preset",
-    "run_study",
-]
+# Loaded on first use (PEP 562): `latentdiv check` and `latentdiv --help` import this package for the
+# study's subcommand parser (study/cli.py), and the runner pulls in the normality battery, scipy.stats
+# and the metrics. Each public name and the submodule that defines it:
+_EXPORTS = {
+    "MissingDependencyError": "_deps",
+    "MODES": "config", "StudyConfig": "config", "preset": "config",
+    "class_histogram": "metrics", "frechet_distance": "metrics", "kernel_inception_distance": "metrics",
+    "prdc": "metrics",
+    "MODELS": "models",
+    "plan_runs": "runner", "run_study": "runner",
+    "SAMPLERS": "samplers",
+}
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    globals()[name] = value  # later lookups skip this hook
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS))
+
+
+__all__ = sorted(_EXPORTS)
