@@ -237,6 +237,62 @@ def test_batched_nulls_equal_one_at_a_time(cache_dir, monkeypatch, target):
         np.testing.assert_allclose(v, C._NULL_CACHE[k], rtol=1e-10, atol=1e-12, err_msg=str(k))
 
 
+@pytest.mark.parametrize("target", ["standard", "estimated"])
+def test_tables_do_not_depend_on_the_thread_count(cache_dir, monkeypatch, target):
+    """Null batches computed by 1 or 3 threads at once (batches of 4, and one replicate at a time):
+    bit-identical tables, the samples drawn in order in the calling thread (C.simulate_null)."""
+    z = np.random.default_rng(6).standard_normal((30, 4))
+    kw = dict(target=target, n_resamples=23, generator=5, null_cache=False)
+    tables = {}
+    for batch in (4, 0):
+        monkeypatch.setattr(B, "_batch_size", lambda n, d, pairs, batch=batch: batch)
+        for workers in (1, 3):
+            monkeypatch.setattr(C, "null_workers", lambda workers=workers: workers)
+            C.clear_null_cache()
+            stats.normality_report(z, **kw)
+            tables[batch, workers] = {k: v.copy() for k, v in C._NULL_CACHE.items()}
+    for batch in (4, 0):
+        serial, threaded = tables[batch, 1], tables[batch, 3]
+        assert serial.keys() == threaded.keys() and len(serial) >= 6
+        for k in serial:
+            assert np.array_equal(serial[k], threaded[k]), (batch, k)
+
+
+def test_threaded_null_error_propagates_and_stops(cache_dir, monkeypatch):
+    """An error in one threaded batch reaches the caller; the batches queued after it never run."""
+    monkeypatch.setattr(C, "null_workers", lambda: 2)
+    ran = []
+
+    def statistic(y):  # y: [b, 3]
+        ran.append(float(y[0, 0]))
+        if len(ran) == 3:
+            raise RuntimeError("batch 3 failed")
+        return y[:, :2]
+
+    with pytest.raises(RuntimeError, match="batch 3 failed"):
+        C.simulate_null(("toy-threads", 3), statistic, 200, 1, draw=lambda rng, b: rng.standard_normal((b, 3)),
+                        batch_size=2)
+    assert 3 <= len(ran) <= 5  # at most the two batches in flight beside the failing one
+    assert not any(k[0] == "toy-threads" for k in C._NULL_CACHE)
+
+
+def test_probe_does_not_simulate_cached_nulls(cache_dir, monkeypatch):
+    """With every null of the real run on disk, estimate_seconds simulates no null replicate (its
+    probe reads the cached tables) and estimates only the observed statistics' time."""
+    z = np.random.default_rng(4).standard_normal((40, 4))
+    kw = dict(n_resamples=60, tests=["henze_zirkler", "energy", "distances"])
+    stats.normality_report(z, **kw)
+    C.clear_null_cache()
+    calls = []
+    real_simulate = B._simulate
+    monkeypatch.setattr(B, "_simulate", lambda *a, **k: calls.append(a[0]) or real_simulate(*a, **k))
+    real_batch = C.standard_normal_batch
+    monkeypatch.setattr(C, "standard_normal_batch", lambda *a: calls.append("drawn") or real_batch(*a))
+    est = stats.estimate_seconds(z, **kw)
+    assert "drawn" not in calls and len(calls) >= 3  # every null was asked for, none was drawn
+    assert 0 < est < 5
+
+
 def test_estimate_counts_cached_nulls_as_free(cache_dir):
     z = np.random.default_rng(4).standard_normal((40, 4))
     kw = dict(n_resamples=400, tests=["henze_zirkler", "energy"])

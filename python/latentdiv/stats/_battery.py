@@ -61,11 +61,6 @@ def _batch_size(n: int, d: int, pairs: bool) -> int:
     return max(1, _BATCH_VALUES // per)
 
 
-def _null_batch(rng: np.random.Generator, b: int, n: int, d: int, target: str, ddof: int = 0) -> torch.Tensor:
-    """b prepared null samples [b, n, D] (whitened per sample for the estimated target)."""
-    return _prepare(C.standard_normal_batch(rng, b, n, d), target, ddof=ddof)
-
-
 def _gram_sq_distances(y: torch.Tensor) -> torch.Tensor:  # y: [b, n, D] -> [b, n, n]
     """Squared pair distances from the Gram matrices, exactly 0 on the diagonal, never negative."""
     sq = (y * y).sum(dim=-1)  # [b, n]
@@ -79,11 +74,13 @@ def _simulate(key: tuple, n: int, d: int, target: str, statistic, pairs: bool, n
               progress, desc: str, ddof: int = 0) -> np.ndarray:  # -> [B, k]
     """C.simulate_null of ``statistic`` (a prepared sample [n, D] -> [k], or a batch [b, n, D] ->
     [b, k]): over batches of replicates where the size allows (``pairs``: an O(n^2) statistic), else
-    one replicate at a time."""
+    one replicate at a time; the null samples are whitened per sample for the estimated target."""
     chunk = _batch_size(n, d, pairs)
-    batch = None if chunk == 0 else (lambda rng, b: statistic(_null_batch(rng, b, n, d, target, ddof)))
-    return C.simulate_null(key, lambda rng: statistic(_prepare(C.standard_normal_sample(rng, n, d), target, ddof=ddof)),
-                           nres, generator, progress, desc, compute_batch=batch, batch_size=max(chunk, 1))
+    if chunk == 0:
+        return C.simulate_null(key, lambda y: statistic(_prepare(y, target, ddof=ddof)), nres, generator, progress,
+                               desc, draw=lambda rng, b: C.standard_normal_sample(rng, n, d))
+    return C.simulate_null(key, lambda y: statistic(_prepare(y, target, ddof=ddof)), nres, generator, progress,
+                           desc, draw=lambda rng, b: C.standard_normal_batch(rng, b, n, d), batch_size=chunk)
 
 
 def _column(value, y: torch.Tensor) -> np.ndarray:
@@ -384,13 +381,12 @@ def _directions(d: int, n_projections: int, generator: C.Generator) -> torch.Ten
 
 
 def _uniform_ad_null(m: int, n_resamples: int, generator: C.Generator, progress) -> np.ndarray:  # [B]
-    def compute_batch(rng, b):  # b sorted uniform samples, drawn as b successive rng.random(m)
-        u = np.sort(rng.random((b, m)), axis=-1)
+    def statistic(u):  # [b, m] uniform samples, drawn as b successive rng.random(m) -> [b, 1]
+        u = np.sort(u, axis=-1)
         return C.edf_statistics(u, np.log(u), np.log1p(-u))[:, 2:]
 
-    return C.simulate_null(("uniform-ad", m), lambda rng: compute_batch(rng, 1)[0], n_resamples, generator,
-                           progress, "Anderson-Darling null", compute_batch=compute_batch,
-                           batch_size=max(1, _BATCH_VALUES // m))[:, 0]
+    return C.simulate_null(("uniform-ad", m), statistic, n_resamples, generator, progress, "Anderson-Darling null",
+                           draw=lambda rng, b: rng.random((b, m)), batch_size=max(1, _BATCH_VALUES // m))[:, 0]
 
 
 _EDF_INDEX = {"cvm": 0, "ks": 1, "ad": 2}

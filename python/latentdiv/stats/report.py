@@ -242,32 +242,36 @@ def estimate_seconds(z, *, target: str = "standard", n_resamples: int = 1000, te
     probe = C.check_int(probe, "probe", 1)
     generator = C.check_generator(generator)
     before = set(C._NULL_CACHE)
-    C._NULL_TIMER = timer = []
+    with C.use_null_cache(null_cache):  # the real run's on-disk cache (the probe itself runs without one)
+        real_dir = C._null_cache.cache_dir()
+    C._NULL_PROBE = timer = C.NullProbe(n_resamples, generator, False if real_dir is None else str(real_dir))
     start = time.perf_counter()
     try:
         with C.use_null_cache(False):
             normality_report(z, target=target, n_resamples=1 + 3 * probe, generator=_PROBE_SEED, tests=tests,
                              beta=beta, n_projections=n_projections)
     finally:
-        C._NULL_TIMER = None
+        C._NULL_PROBE = None
         for key in set(C._NULL_CACHE) - before:
-            del C._NULL_CACHE[key]
+            if key[-1] == _PROBE_SEED:  # the cached real tables the probe read stay
+                del C._NULL_CACHE[key]
     total = time.perf_counter() - start
-    spent_on_nulls = sum(sum(t) for _, t, _, _ in timer)
+    spent_on_nulls = sum(sum(rec[1]) for rec in timer.records)
     nulls = 0.0
-    cacheable = not isinstance(generator, np.random.Generator)
-    with C.use_null_cache(null_cache):
-        for full_key, t, batches, step in timer:
-            real_key = C.null_key(full_key[:-2], n_resamples, generator)
-            if not t or (cacheable and C.is_cached(real_key)):
-                continue
-            if len(batches) == 3:  # batched: cost(b) = per_batch + b per_replicate, from the k and 2k batches
-                (k1, t1), (k2, t2) = batches[1], batches[2]
-                per_replicate = max(0.0, (t2 - t1) / (k2 - k1)) if k2 > k1 else t2 / k2
-                per_batch = max(0.0, t1 - k1 * per_replicate)
-                nulls += math.ceil(n_resamples / step) * per_batch + n_resamples * per_replicate
-            else:  # one replicate at a time (the first pays one-off warm-up costs: the median)
-                nulls += float(np.median(t)) * n_resamples
+    for full_key, t, batches, step, workers in timer.records:
+        if not t:  # cached for the real run (C.NullProbe)
+            continue
+        if len(batches) == 3:  # batched: cost(b) = per_batch + b per_replicate, from the k and 2k batches
+            (k1, t1), (k2, t2) = batches[1], batches[2]
+            per_replicate = max(0.0, (t2 - t1) / (k2 - k1)) if k2 > k1 else t2 / k2
+            per_batch = max(0.0, t1 - k1 * per_replicate)
+            serial = math.ceil(n_resamples / step) * per_batch + n_resamples * per_replicate
+            in_flight = min(workers, math.ceil(n_resamples / step))
+        else:  # one replicate at a time (the first pays one-off warm-up costs: the median)
+            serial = float(np.median(t)) * n_resamples
+            in_flight = min(workers, n_resamples)
+        # The real run computes `in_flight` batches at once (C.simulate_null): perfect scaling assumed.
+        nulls += serial / in_flight
     return max(0.0, total - spent_on_nulls) + nulls
 
 
