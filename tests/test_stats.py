@@ -7,6 +7,8 @@ from __future__ import annotations
 import csv
 import math
 import os
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -160,6 +162,40 @@ def test_radii_and_coordinate_pvalues_match_scipy():
     ref = st.kstest(z.ravel(), "norm")
     assert res.statistic == pytest.approx(ref.statistic, rel=1e-12)
     assert res.pvalue == pytest.approx(ref.pvalue, rel=1e-8)
+
+
+@pytest.mark.parametrize("m", [1, 2, 5, 20, 139, 140, 141, 300, 2000, 16384, 150_000])
+def test_iid_edf_pvalues_match_scipy(m):
+    """stats/_edf_pvalues (scipy.special only) against scipy.stats' laws: CvM (Csorgo-Faraway) to
+    1e-12, two-sided KS (scipy.stats.kstwo) to 1e-9 relative in the tail and 5e-6 absolute elsewhere
+    (our exact matrix where scipy's Pelz-Good expansion is used, m = 141-1000 or so)."""
+    from scipy.stats._hypotests import _cdf_cvm
+
+    from latentdiv.stats import _edf_pvalues as E
+
+    root = math.sqrt(m)
+    ds = np.unique(np.concatenate([np.geomspace(0.3 / m, 0.999, 25), np.array([0.4, 0.8, 1.0, 1.3, 1.6, 2.5, 4]) / root]))
+    for d in ds[(ds > 0) & (ds < 1)]:
+        ref = float(st.kstwo.sf(d, m))
+        ours = E.ks_pvalue(float(d), m)
+        assert 0.0 <= ours <= 1.0
+        if ref < 1e-3:
+            assert ours == pytest.approx(ref, rel=1e-9, abs=1e-300), (m, d)
+        else:
+            assert ours == pytest.approx(ref, abs=5e-6), (m, d)
+    for w in np.linspace(1.001 / (12 * m), min(m / 3.0, 2.5), 30):
+        ref = float(np.clip(1.0 - _cdf_cvm(w, m), 0.0, 1.0))
+        assert E.cvm_pvalue(float(w), m) == pytest.approx(ref, abs=1e-12), (m, w)
+    assert E.ks_pvalue(1.0, m) == 0.0 and E.ks_pvalue(0.4 / m, m) == 1.0
+    assert E.cvm_pvalue(1.0 / (12 * m), m) == 1.0 and E.cvm_pvalue(m / 3.0, m) == 0.0
+
+
+def test_battery_imports_no_scipy_stats():
+    """latentdiv.stats and the CLI stay off scipy.stats (a fifth of a warm `latentdiv check`)."""
+    code = "import sys, latentdiv.stats, latentdiv.cli, latentdiv.cli_check; print('scipy.stats' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         env=dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p)))
+    assert out.returncode == 0 and out.stdout.strip() == "False", (out.stdout, out.stderr[-2000:])
 
 
 def test_interpolated_chi_cdf_is_accurate():
