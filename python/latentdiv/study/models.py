@@ -19,6 +19,7 @@ from typing import Callable, Dict, Optional, Tuple
 import torch
 from torch import nn
 
+from .. import SIGRegLoss
 from .. import functional as LF
 from .. import losses as LL
 
@@ -47,6 +48,7 @@ MODELS: Dict[str, ModelSpec] = {s.name: s for s in [
     ModelSpec("radii_cvm", "EDF vs CDF: Cramer-von Mises of the radii against chi_D", 1e-3, True),
     ModelSpec("distances_cvm", "EDF vs CDF: Cramer-von Mises of pairwise distances against sqrt(2) chi_D", 1e-4, True),
     ModelSpec("mmd_to_normal", "closed-form gaussian MMD to N(0, I), h^2 = D (no prior samples)", 1.0, True),
+    ModelSpec("sigreg", "SIGReg (LeJEPA): sliced Epps-Pulley, 256 slices redrawn every step", 1e-2, True),
 ]}
 
 
@@ -91,6 +93,11 @@ def make_regularizer(name: str, dim: int, generator: torch.Generator) -> Optiona
         return LL.DistancesCvMLoss()
     if name == "mmd_to_normal":
         return LL.MMDToNormalLoss(bandwidth=math.sqrt(dim))
+    if name == "sigreg":
+        # LeJEPA's published defaults (256 slices, 17 knots on [0, 3], the biased estimator); the
+        # module redraws its slices at every call (seed + step), as LeJEPA does per training step.
+        # The seed comes from the run's generator, so a run is reproducible and seeds differ.
+        return SIGRegLoss(seed=int(torch.randint(0, 2**31 - 1, (), generator=generator)))
     raise ValueError(f"unknown model {name!r}; models are: {', '.join(MODELS)}")
 
 
