@@ -1,7 +1,8 @@
 """The autoencoders of the study: one shared architecture, one regularizer per model.
 
-Every regularizer is the library's own (``latentdiv.losses`` / ``latentdiv.functional``); the model
-only chooses which one and its weight. The training objective of every model is
+Every regularizer is the library's own (``latentdiv.losses`` / ``latentdiv.functional``, and
+``latentdiv.SIGRegLoss``); the model only chooses which one and its weight. The training objective
+of every model is
 
     loss = BCE(x, decoder(z)) summed over pixels, averaged over the batch  +  weight * P * R(z)
 
@@ -36,7 +37,8 @@ class ModelSpec:
 # Base weights: the middle of each sweep, set so that on load_digits and MNIST the middle weight
 # raises the validation reconstruction error by a visible but moderate factor over the plain AE
 # (calibrated once by a small sweep; the sweep spans two decades around it, so the exact centre
-# only decides which weights are tried, not the comparison at matched distortion).
+# only decides which weights are tried, not the comparison at matched distortion). SIGReg's was set
+# the same way, later; its sweep is in docs/study.md ("SIGReg").
 MODELS: Dict[str, ModelSpec] = {s.name: s for s in [
     ModelSpec("ae", "plain autoencoder (no regularizer)", 0.0, False),
     ModelSpec("rae", "RAE-L2: 0.5 |z|^2 code penalty (kl_normal with logvar = 0) + decoder weight decay", 1e-2, True),
