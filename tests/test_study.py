@@ -88,7 +88,7 @@ def test_report_figures_and_csv_are_written(tiny_study):
         assert f"figures/{fig}" in report
     with open(os.path.join(out, "results.csv")) as f:
         lines = f.read().splitlines()
-    # one row per (run, codes, sampler + reconstruction): 10 models, the VAE twice
+    # one row per (run, codes, sampler + reconstruction): every model, the VAE twice
     assert len(lines) - 1 == (len(study.MODELS) + 1) * (len(study.SAMPLERS) + 1)
     assert summary["answer"] and summary["answer"] in report
 
@@ -114,13 +114,39 @@ def test_same_seed_same_numbers(tiny_study, tmp_path):
     # conftest restores the thread count after the test
     torch.set_num_threads(1)
     prepare_classifier(fresh, TINY)
-    for name in ("wae", "vae"):  # a prior-sampling loss and a stochastic encoder
+    for name in ("wae", "vae", "sigreg"):  # prior draws, a stochastic encoder, slices redrawn per step
         a = execute_run(fresh, TINY, RunSpec(name, 4, 1.0, 0), os.path.join(fresh, "classifier.pt"), threads=1)
         with open(os.path.join(out, "runs", f"{name}-D4-w1-s0", "result.json")) as f:
             b = json.load(f)
         a = json.loads(json.dumps(a, default=float))
         assert a["history"] == b["history"]
         assert _without_timings(a["evaluations"]) == _without_timings(b["evaluations"])
+
+
+def test_sigreg_model_lowers_its_regularizer_and_moves_codes_toward_the_prior(tiny_study):
+    out, _ = tiny_study
+    results = {}
+    for name in ("ae", "sigreg"):
+        with open(os.path.join(out, "runs", f"{name}-D4-w1-s0", "result.json")) as f:
+            results[name] = json.load(f)
+    history = results["sigreg"]["history"]
+    assert history[-1]["reg"] < history[0]["reg"]  # SIGReg of the training batches decreases
+    # the test codes end closer to N(0, I) than the plain AE's (Cramer-Wold, not the trained statistic)
+    cw = {k: r["evaluations"]["mean"]["latent"]["cramer_wold"] for k, r in results.items()}
+    assert cw["sigreg"] < cw["ae"], cw
+
+
+def test_sigreg_regularizer_redraws_its_slices_every_step_reproducibly():
+    from latentdiv.study.models import make_regularizer
+
+    z = torch.randn(100, 4, generator=torch.Generator().manual_seed(0))
+    first = make_regularizer("sigreg", 4, torch.Generator().manual_seed(7))
+    again = make_regularizer("sigreg", 4, torch.Generator().manual_seed(7))
+    values = [float(first(z)) for _ in range(3)]
+    assert len(set(values)) == 3  # new slices at every call (one call per training step)
+    assert [float(again(z)) for _ in range(3)] == values  # the same run seed, the same slices
+    other = make_regularizer("sigreg", 4, torch.Generator().manual_seed(8))
+    assert float(other(z)) != values[0]
 
 
 def test_plan_sweeps_only_at_the_sweep_sizes():

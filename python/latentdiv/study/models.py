@@ -1,7 +1,8 @@
 """The autoencoders of the study: one shared architecture, one regularizer per model.
 
-Every regularizer is the library's own (``latentdiv.losses`` / ``latentdiv.functional``); the model
-only chooses which one and its weight. The training objective of every model is
+Every regularizer is the library's own (``latentdiv.losses`` / ``latentdiv.functional``, and
+``latentdiv.SIGRegLoss``); the model only chooses which one and its weight. The training objective
+of every model is
 
     loss = BCE(x, decoder(z)) summed over pixels, averaged over the batch  +  weight * P * R(z)
 
@@ -19,6 +20,7 @@ from typing import Callable, Dict, Optional, Tuple
 import torch
 from torch import nn
 
+from .. import SIGRegLoss
 from .. import functional as LF
 from .. import losses as LL
 
@@ -35,7 +37,8 @@ class ModelSpec:
 # Base weights: the middle of each sweep, set so that on load_digits and MNIST the middle weight
 # raises the validation reconstruction error by a visible but moderate factor over the plain AE
 # (calibrated once by a small sweep; the sweep spans two decades around it, so the exact centre
-# only decides which weights are tried, not the comparison at matched distortion).
+# only decides which weights are tried, not the comparison at matched distortion). SIGReg's was set
+# the same way, later; its sweep is in docs/study.md ("SIGReg").
 MODELS: Dict[str, ModelSpec] = {s.name: s for s in [
     ModelSpec("ae", "plain autoencoder (no regularizer)", 0.0, False),
     ModelSpec("rae", "RAE-L2: 0.5 |z|^2 code penalty (kl_normal with logvar = 0) + decoder weight decay", 1e-2, True),
@@ -47,6 +50,7 @@ MODELS: Dict[str, ModelSpec] = {s.name: s for s in [
     ModelSpec("radii_cvm", "EDF vs CDF: Cramer-von Mises of the radii against chi_D", 1e-3, True),
     ModelSpec("distances_cvm", "EDF vs CDF: Cramer-von Mises of pairwise distances against sqrt(2) chi_D", 1e-4, True),
     ModelSpec("mmd_to_normal", "closed-form gaussian MMD to N(0, I), h^2 = D (no prior samples)", 1.0, True),
+    ModelSpec("sigreg", "SIGReg (LeJEPA): sliced Epps-Pulley, 256 slices redrawn every step", 1e-2, True),
 ]}
 
 
@@ -91,6 +95,11 @@ def make_regularizer(name: str, dim: int, generator: torch.Generator) -> Optiona
         return LL.DistancesCvMLoss()
     if name == "mmd_to_normal":
         return LL.MMDToNormalLoss(bandwidth=math.sqrt(dim))
+    if name == "sigreg":
+        # LeJEPA's published defaults (256 slices, 17 knots on [0, 3], the biased estimator); the
+        # module redraws its slices at every call (seed + step), as LeJEPA does per training step.
+        # The seed comes from the run's generator, so a run is reproducible and seeds differ.
+        return SIGRegLoss(seed=int(torch.randint(0, 2**31 - 1, (), generator=generator)))
     raise ValueError(f"unknown model {name!r}; models are: {', '.join(MODELS)}")
 
 
