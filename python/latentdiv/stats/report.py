@@ -263,7 +263,9 @@ def estimate_seconds(z, *, target: str = "standard", n_resamples: int = 1000, te
             continue
         if len(batches) == 3:  # batched: cost(b) = per_batch + b per_replicate, from the k and 2k batches
             (k1, t1), (k2, t2) = batches[1], batches[2]
-            per_replicate = max(0.0, (t2 - t1) / (k2 - k1)) if k2 > k1 else t2 / k2
+            slope = (t2 - t1) / (k2 - k1) if k2 > k1 else 0.0
+            # Timing noise can make the larger batch look no dearer: then no split, all per replicate.
+            per_replicate = slope if slope > 0.0 else t2 / k2
             per_batch = max(0.0, t1 - k1 * per_replicate)
             serial = math.ceil(n_resamples / step) * per_batch + n_resamples * per_replicate
             in_flight = min(workers, math.ceil(n_resamples / step))
