@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import latentdiv.functional as F
-from latentdiv import losses, stats
+from latentdiv import SIGRegLoss, losses, sigreg, stats
 from latentdiv.distributed import WORLD
 
 from _distributed_pool import Pool
@@ -62,6 +62,9 @@ CASES = {
     "coordinates_cvm": lambda i, g: F.coordinates_cvm(i["z"], group=g),
     "kl_normal_mean": lambda i, g: F.kl_normal(i["z"], i["logvar"], group=g),
     "kl_normal_sum": lambda i, g: F.kl_normal(i["z"], i["logvar"], reduction="sum", group=g),
+    "sigreg": lambda i, g: sigreg(i["z"], num_slices=9, knots=7, seed=3, group=g),
+    "sigreg_unbiased_directions": lambda i, g: sigreg(i["z"], estimator="unbiased", t_max=2.5,
+                                                      directions=torch.eye(D, 3, dtype=torch.float64), group=g),
     # modules
     "MMDLoss_imq": lambda i, g: losses.MMDLoss(kernel="imq", scales=(0.5, 2.0), group=g)(i["wx"], i["z"], None, i["y"]),
     "MMDToNormalLoss": lambda i, g: losses.MMDToNormalLoss(group=g)(i["z"]),
@@ -73,6 +76,7 @@ CASES = {
     "DistancesCvMLoss": lambda i, g: losses.DistancesCvMLoss(group=g)(i["z"]),
     "CoordinatesCvMLoss": lambda i, g: losses.CoordinatesCvMLoss(group=g)(i["z"]),
     "KLNormalLoss": lambda i, g: losses.KLNormalLoss(group=g)(i["z"], i["logvar"]),
+    "SIGRegLoss": lambda i, g: SIGRegLoss(num_slices=6, knots=5, seed=11, group=g)(i["z"]),
 }
 # (B, n, D) inputs: one value per batch element; the module reduces them.
 BATCHED = {
@@ -83,6 +87,7 @@ BATCHED = {
     "sliced_batched": lambda i, g: F.sliced_wasserstein(i["z"], n_projections=3, generator=_sw_gen(), group=g),
     "radii_cvm_batched": lambda i, g: F.radii_cvm(i["z"], group=g),
     "MMDLoss_batched_sum": lambda i, g: losses.MMDLoss(reduction="sum", group=g)(i["z"]),
+    "sigreg_batched": lambda i, g: sigreg(i["z"], num_slices=4, knots=6, group=g),
 }
 ALL = {**CASES, **BATCHED}
 
@@ -289,6 +294,11 @@ def _bad_directions_job(rank: int, world: int):
     return F.sliced_wasserstein(x, n_projections=3 + rank, group=WORLD)
 
 
+def _bad_sigreg_seed_job(rank: int, world: int):
+    # different slices on the ranks would silently mix statistics: refused on every rank
+    return sigreg(torch.randn(4, D, dtype=torch.float64), num_slices=5, seed=rank, group=WORLD)
+
+
 def _empty_rank_job(rank: int, world: int):
     # an empty local batch is refused (every rank needs at least one row), on every rank
     x = torch.randn(0 if rank == 0 else 3, D, dtype=torch.float64)
@@ -309,6 +319,8 @@ def test_bad_input_raises_on_every_rank(pool):
     assert all(not ok and payload[0] == "ValueError" and "the same on every rank" in payload[1] for ok, payload in res)
     res = pool.run(_bad_directions_job, timeout=60)
     assert all(not ok and "number of directions" in payload[1] for ok, payload in res), res
+    res = pool.run(_bad_sigreg_seed_job, timeout=60)
+    assert all(not ok and "SIGReg slice directions" in payload[1] for ok, payload in res), res
     res = pool.run(_empty_rank_job, timeout=60)
     assert all(not ok and payload[0] == "ValueError" for ok, payload in res), res
     assert "is empty" in res[0][1][1] and "rank 0" in res[1][1][1], res

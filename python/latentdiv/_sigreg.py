@@ -27,15 +27,15 @@ at the population optimum z ~ N(0, I), for every n and every set of directions.
 
 Slices: drawn from ``seed`` on the CPU in float64 and then moved to z's device and dtype, so the same
 seed gives the same directions on every device and every process (what a data-parallel run needs:
-each rank then only has to all-reduce the ECF means). :class:`SIGRegLoss` advances the seed by one per
-call, as LeJEPA's step counter does, so successive steps see fresh slices. No ``group=`` keyword here
-yet: the collective (an all-reduce of the [S, knots] cos/sin means) is for latentdiv.distributed.
+each rank then only has to all-reduce the ECF sums: ``group=``, latentdiv.distributed.sigreg).
+:class:`SIGRegLoss` advances the seed by one per call, as LeJEPA's step counter does, so successive
+steps see fresh slices.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Optional, Tuple
+from typing import Any, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -89,22 +89,44 @@ def _check_args(z, num_slices, t_max, knots, estimator):
     return estimator
 
 
-def slice_statistics(z: Tensor,           # [n, D] or [B, n, D]
-                     directions: Tensor,  # [D, S] unit columns
-                     t_max: float = T_MAX, knots: int = KNOTS, estimator: str = "biased") -> Tensor:  # [(B,) S]
-    """T_s for every slice (module docstring), differentiable in z (pure torch)."""
-    n = z.shape[-2]
-    t, phi, weights = quadrature(float(t_max), int(knots), z.dtype, z.device)
-    proj = z @ directions                        # [(B,) n, S]
-    xt = proj.unsqueeze(-1) * t                  # [(B,) n, S, K]
-    c = torch.cos(xt).mean(dim=-3)               # [(B,) S, K]
-    s = torch.sin(xt).mean(dim=-3)
+def ecf_sums(z: Tensor,           # [n, D] or [B, n, D]
+             directions: Tensor,  # [D, S] unit columns
+             t: Tensor,           # [K] knots
+             ) -> Tensor:         # [2, (B,) S, K]
+    """Sums over the samples of cos(t u_i) and sin(t u_i) for every slice u = z a_s and knot t: the
+    n-fold ECF, the only part of SIGReg that a data-parallel run adds up over the ranks."""
+    xt = (z @ directions).unsqueeze(-1) * t     # [(B,) n, S, K]
+    return torch.stack([torch.cos(xt).sum(dim=-3), torch.sin(xt).sum(dim=-3)])
+
+
+def statistics_from_ecf(sums: Tensor,  # [2, (B,) S, K] ecf_sums over n samples
+                        n: int, phi: Tensor, weights: Tensor, estimator: str) -> Tensor:  # [(B,) S]
+    """T_s from the ECF sums of n samples (module docstring)."""
+    c, s = sums[0] / n, sums[1] / n              # [(B,) S, K] the ECF's real and imaginary parts
     if estimator == "unbiased":
         ecf2 = (n * (c * c + s * s) - 1.0) / (n - 1)   # unbiased |phi_hat|^2 (pairs i != j)
         err = ecf2 - 2.0 * phi * c + phi * phi
     else:
         err = (c - phi).square() + s.square()
     return n * (err @ weights)                   # [(B,) S]
+
+
+def slice_statistics(z: Tensor,           # [n, D] or [B, n, D]
+                     directions: Tensor,  # [D, S] unit columns
+                     t_max: float = T_MAX, knots: int = KNOTS, estimator: str = "biased") -> Tensor:  # [(B,) S]
+    """T_s for every slice (module docstring), differentiable in z (pure torch)."""
+    t, phi, weights = quadrature(float(t_max), int(knots), z.dtype, z.device)
+    return statistics_from_ecf(ecf_sums(z, directions, t), z.shape[-2], phi, weights, estimator)
+
+
+def resolve_directions(z: Tensor, num_slices: int, seed: int, directions: Optional[Tensor]) -> Tensor:  # [D, S]
+    """The given (D, S) directions on z's device and dtype, or num_slices of them drawn from seed."""
+    if directions is None:
+        return slice_directions(z.shape[-1], num_slices, seed, z.dtype, z.device)
+    if not isinstance(directions, torch.Tensor) or directions.dim() != 2 or directions.shape[0] != z.shape[-1]:
+        raise ValueError(f"directions must be a (D, S) tensor with D = {z.shape[-1]}, got "
+                         f"{tuple(directions.shape) if isinstance(directions, torch.Tensor) else type(directions).__name__}")
+    return directions.to(device=z.device, dtype=z.dtype)
 
 
 def sigreg(
@@ -116,20 +138,24 @@ def sigreg(
     estimator: str = "biased",
     seed: int = 0,
     directions: Optional[Tensor] = None,  # [D, S] unit columns; overrides num_slices / seed
+    group: Any = None,
 ) -> Tensor:                          # [] or [B]
     r"""SIGReg of LeJEPA: the mean over ``num_slices`` random unit directions of the Epps-Pulley
     statistic of the projected sample against N(0, 1) (module docstring for the formula, the
     published defaults and the estimators). Differentiable in z; batched over a leading B dimension
     (the same directions for every batch element). Invariant to the order of the samples.
+
+    ``group`` (a torch.distributed process group or ``latentdiv.distributed.WORLD``): the statistic of
+    the global batch, every rank's ECF sums all-reduced (LeJEPA's all-reduce of the ECF means), the
+    contract of docs/distributed.md (every rank gets the global value).
     """
+    if group is not None:  # the global batch of a torch.distributed group: latentdiv.distributed
+        from . import distributed
+
+        return distributed.sigreg(z, num_slices=num_slices, t_max=t_max, knots=knots, estimator=estimator,
+                                  seed=seed, directions=directions, group=group)
     estimator = _check_args(z, num_slices, t_max, knots, estimator)
-    if directions is None:
-        directions = slice_directions(z.shape[-1], num_slices, seed, z.dtype, z.device)
-    elif not isinstance(directions, torch.Tensor) or directions.dim() != 2 or directions.shape[0] != z.shape[-1]:
-        raise ValueError(f"directions must be a (D, S) tensor with D = {z.shape[-1]}, got "
-                         f"{tuple(directions.shape) if isinstance(directions, torch.Tensor) else type(directions).__name__}")
-    else:
-        directions = directions.to(device=z.device, dtype=z.dtype)
+    directions = resolve_directions(z, num_slices, seed, directions)
     return slice_statistics(z, directions, t_max, knots, estimator).mean(dim=-1)
 
 
@@ -139,16 +165,16 @@ class SIGRegLoss(torch.nn.Module):
     process computing the same step draws the same slices, and successive steps see fresh ones."""
 
     def __init__(self, num_slices: int = NUM_SLICES, t_max: float = T_MAX, knots: int = KNOTS,
-                 estimator: str = "biased", seed: int = 0):
+                 estimator: str = "biased", seed: int = 0, group: Any = None):
         super().__init__()
         _check_args(torch.zeros(2, 1), num_slices, t_max, knots, estimator)
         self.num_slices, self.t_max, self.knots = int(num_slices), float(t_max), int(knots)
-        self.estimator, self.seed = estimator, int(seed)
+        self.estimator, self.seed, self.group = estimator, int(seed), group
         self.register_buffer("step", torch.zeros((), dtype=torch.long))
 
     def forward(self, z: Tensor) -> Tensor:  # [n, D] or [B, n, D] -> [] or [B]
         out = sigreg(z, num_slices=self.num_slices, t_max=self.t_max, knots=self.knots, estimator=self.estimator,
-                     seed=self.seed + int(self.step))
+                     seed=self.seed + int(self.step), group=self.group)
         self.step += 1
         return out
 

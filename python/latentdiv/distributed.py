@@ -208,7 +208,9 @@ _DESCRIBE = {"dim": "the dimension D (x.shape[-1])", "dtype": "the dtype of x", 
              "has_wx": "whether weights_x is given", "has_wy": "whether weights_y is given",
              "wx_ndim": "the shape kind of weights_x ((n,) or (B, n))",
              "wy_ndim": "the shape kind of weights_y ((m,) or (B, m))", "y_ndim": "y's number of dimensions",
-             "directions": "the number of directions (n_projections or projections.shape[0])"}
+             "directions": "the number of directions (n_projections or projections.shape[0])",
+             "slices": "the SIGReg slice directions (seed or directions) and t_max", "knots": "the number of knots",
+             "estimator": "the estimator"}
 _LOSS_SHARED = ("ndim", "batch", "dim", "dtype", "has_y", "has_wx", "has_wy", "wx_ndim", "wy_ndim", "y_ndim",
                 "directions")
 _LOSS_LOCAL = ("n", "m", "pos_x", "pos_y")
@@ -724,6 +726,34 @@ def kl_normal(mu, logvar, reduction="mean", max_logvar=50.0, *, group) -> torch.
                                                                 device=s.device)]), g)
     out = total[0] / total[1] if reduction == "mean" else total[0]
     return out.to(per_sample.dtype)
+
+
+def sigreg(z, *, num_slices, t_max, knots, estimator, seed, directions, group) -> torch.Tensor:
+    """:func:`latentdiv.sigreg` on the global batch: the same slices on every rank (from the seed, or
+    the given directions; checked bit for bit, with t_max, knots and the estimator), each rank's sums
+    of cos(t u_i) and sin(t u_i) over its samples all-reduced (LeJEPA's all-reduce of the ECF means,
+    here of the sums, so uneven ranks weigh by their sizes), then the statistic of the N-sample ECF."""
+    import zlib
+
+    from . import _sigreg as S
+
+    g = _Group(group)
+    holder: Dict[str, Any] = {}
+
+    def local():
+        F._check_samples(z, "z")
+        holder["estimator"] = est = S._check_args(z, num_slices, t_max, knots, estimator)
+        holder["directions"] = dirs = S.resolve_directions(z, num_slices, seed, directions)
+        shared, sizes = _sample_meta(z, None, None, None)
+        fingerprint = dirs.detach().to("cpu", torch.float64).contiguous().numpy().tobytes() + repr(float(t_max)).encode()
+        shared.update(directions=dirs.shape[1], slices=zlib.crc32(fingerprint), knots=int(knots),
+                      estimator=S.ESTIMATORS.index(est))
+        return shared, sizes
+
+    sizes = _consensus(g, _device_for(g, z), local, _LOSS_SHARED + ("slices", "knots", "estimator"), _LOSS_LOCAL)["n"]
+    t, phi, weights = S.quadrature(float(t_max), int(knots), z.dtype, z.device)
+    sums = _all_reduce_sum(S.ecf_sums(z, holder["directions"], t), g)  # [2, (B,) S, K] over the N samples
+    return S.statistics_from_ecf(sums, sum(sizes), phi, weights, holder["estimator"]).mean(dim=-1)
 
 
 # ---------------------------------------------------------------------------------------------------
