@@ -745,7 +745,8 @@ def sigreg(z, *, num_slices, t_max, knots, estimator, seed, directions, group) -
         holder["estimator"] = est = S._check_args(z, num_slices, t_max, knots, estimator)
         holder["directions"] = dirs = S.resolve_directions(z, num_slices, seed, directions)
         shared, sizes = _sample_meta(z, None, None, None)
-        fingerprint = dirs.detach().to("cpu", torch.float64).contiguous().numpy().tobytes() + repr(float(t_max)).encode()
+        fingerprint = (dirs.detach().to("cpu", torch.float64).contiguous().numpy().tobytes()
+                       + repr(float(t_max)).encode())
         shared.update(directions=dirs.shape[1], slices=zlib.crc32(fingerprint), knots=int(knots),
                       estimator=S.ESTIMATORS.index(est))
         return shared, sizes

@@ -443,8 +443,8 @@ def _edf_test(family: str, z, statistic: str, target: str, null: str, n_resample
             details["null_law"] = "uniform order statistics (fully specified CDF)"
         else:
             p = (E.cvm_pvalue if statistic == "cvm" else E.ks_pvalue)(float(obs[k]), m)
-            details["null_law"] = ("Cramer-von Mises limit law with Csorgo-Faraway's 1/m correction" if statistic == "cvm"
-                                   else "exact Kolmogorov-Smirnov law (Simard-L'Ecuyer regimes)")
+            details["null_law"] = ("Cramer-von Mises limit law with Csorgo-Faraway's 1/m correction"
+                                   if statistic == "cvm" else "exact Kolmogorov-Smirnov law (Simard-L'Ecuyer regimes)")
         if statistic == "ad":
             null = "monte carlo"
         return NormalityTestResult(float(obs[k]), p, method, target, null, nres, n, d, details)

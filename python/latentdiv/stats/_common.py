@@ -319,11 +319,12 @@ def make_progress(progress, total: int, desc: str):
 class NullProbe:
     """What ``report.estimate_seconds`` installs as ``_NULL_PROBE`` while its probe report runs.
     Every null simulated appends (full key, seconds per replicate, [(batch size, seconds) per batch],
-    the batch size of a real run, the threads of a real run) to ``records``; a batched null then runs its replicates in three
-    batches, 1 (the one-off warm-up), k and 2k (k = (B - 1) // 3), one at a time, so that the
-    per-batch and the per-replicate costs can be told apart. A null that the real run (B =
-    ``n_resamples``, seed ``generator``, on-disk cache directory ``null_cache`` or False) will find cached is not
-    simulated at all: its record has no times and the probe gets the cached table."""
+    the batch size of a real run, the threads of a real run) to ``records``; a batched null then
+    runs its replicates in three batches, 1 (the one-off warm-up), k and 2k (k = (B - 1) // 3), one
+    at a time, so that the per-batch and the per-replicate costs can be told apart. A null that the
+    real run (B = ``n_resamples``, seed ``generator``, on-disk cache directory ``null_cache`` or
+    False) will find cached is not simulated at all: its record has no times and the probe gets the
+    cached table."""
 
     n_resamples: int
     generator: Any
