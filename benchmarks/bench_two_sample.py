@@ -2,11 +2,12 @@
 permutations in one batched engine pass) against a plain-torch permutation loop (the kernel matrix
 computed once, then one matrix-vector product per permutation) and alibi-detect's MMDDrift with its
 PyTorch backend (kernel matrix once, then the permuted matrix per permutation) and its KeOps backend
-(no kernel matrix: symbolic LazyTensor reductions, all permutations batched, the n^2 pairs evaluated again
-for each permutation), when alibi-detect (and pykeops, for the KeOps column) is importable; a column
-whose library is missing or fails is skipped and its error recorded in the JSON. The same data, the same gaussian kernel exp(-r^2 / (2 h^2)) with one fixed h (the median
-heuristic of the pooled sample, computed once and passed to every implementation), the same number of
-permutations. Prints a markdown table and writes JSON (``--out``).
+(no kernel matrix: symbolic LazyTensor reductions, all permutations batched, the n^2 pairs evaluated
+again for each permutation), when alibi-detect (and pykeops, for the KeOps column) is importable; a column
+whose library is missing or fails is skipped and its error recorded in the JSON. The same data, the
+same gaussian kernel exp(-r^2 / (2 h^2)) with one fixed h (the median heuristic of the pooled sample,
+computed once and passed to every implementation), the same number of permutations. Prints a
+markdown table and writes JSON (``--out``).
 
     PYTHONPATH=python python benchmarks/bench_two_sample.py --sizes 2000 10000 --dim 32 --perms 500
 
@@ -231,7 +232,11 @@ def main() -> None:
         print(f"| {r['n']} | {r['dim']} | {r['perms']} | {r['latentdiv_seconds']:.2f} | "
               f"{cell(r, 'torch_seconds', '.1f', base)} | {cell(r, 'alibi_seconds', '.1f', base)} | "
               f"{cell(r, 'keops_seconds', '.1f', kp)} | {ratio} | {r['latentdiv_p']:.3f} | "
-              f"{cell(r, 'torch_p', '.3f', base)} | {cell(r, 'alibi_p', '.3f', base)} | {cell(r, 'keops_p', '.3f', kp)} |")
+              f"{cell(r, 'torch_p', '.3f', base)} | {cell(r, 'alibi_p', '.3f', base)} | "
+              f"{cell(r, 'keops_p', '.3f', kp)} |")
+    for r in rows:
+        if "keops_error" in r:
+            print(f"KeOps failed at n = {r['n']}: {r['keops_error']}")
     if args.out:
         with open(args.out, "w") as fh:
             json.dump(dict(info=info, rows=rows), fh, indent=2)
