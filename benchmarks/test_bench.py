@@ -144,3 +144,29 @@ def test_pdist(benchmark, pdist_case):
     info.update(status="ok", peak_extra_bytes=peak[0], gflops_model=info["model_flops"] / best / 1e9)
     info["percent_of_sgemm"] = 100.0 * info["gflops_model"] / info["sgemm_gflops"]
     benchmark.extra_info.update(info)
+
+
+def test_two_sample_script_small(tmp_path, monkeypatch):
+    """bench_two_sample.py end to end on a small case (alibi-detect and KeOps columns off): the plain-torch
+    loop's statistic is the engine's (float32 kernel matrix vs double accumulation), both p-values lie on
+    the (1 + k) / (1 + B) grid, and the JSON holds every column the README's table is made from."""
+    import json
+
+    import bench_two_sample
+
+    out = tmp_path / "two_sample.json"
+    perms = 40
+    monkeypatch.setattr("sys.argv", ["bench_two_sample.py", "--sizes", "150", "--dim", "8", "--perms", str(perms),
+                                     "--shift", "0.5", "--no-alibi", "--no-keops", "--out", str(out)])
+    bench_two_sample.main()
+    result = json.loads(out.read_text())
+    (row,) = result["rows"]
+    assert result["info"]["keops_error"] == "not requested (--no-keops)"
+    assert row["n"] == 150 and row["perms"] == perms and row["baseline_perms_run"] == perms
+    assert abs(row["torch_stat"] - row["latentdiv_stat"]) <= 1e-4 * abs(row["latentdiv_stat"])
+    for p in (row["latentdiv_p"], row["torch_p"]):
+        k = p * (1 + perms) - 1
+        assert abs(k - round(k)) < 1e-9 and 0 <= round(k) <= perms
+    # A 0.5 shift in each of 8 coordinates at n = 150 is far outside the permutation null.
+    assert row["latentdiv_p"] == row["torch_p"] == 1 / (1 + perms)
+    assert "alibi_seconds" not in row and "keops_seconds" not in row
