@@ -334,3 +334,16 @@ def test_python_dash_m_latentdiv(tmp_path):
     np.save(f, np.random.default_rng(0).standard_normal((30, 2)))
     r = _cli("check", str(f), "--tests", "radii_cvm", "--no-progress")
     assert r.returncode == 0 and "PASS" in r.stdout, r.stderr
+
+
+def test_check_imports_neither_dynamo_nor_scipy_stats(tmp_path):
+    """The start-up budget of a warm check (benchmarks/README.md): a whole `latentdiv check` (engine
+    pair sums, pdist with its forward, the special functions, every test family) runs without importing
+    torch._dynamo (a custom op's first call would) or scipy.stats."""
+    code = ("import sys; from latentdiv.cli import main; "
+            "rc = main(['check', '--n-resamples', '9', '--no-progress']); "
+            "print(rc, 'torch._dynamo' in sys.modules, 'scipy.stats' in sys.modules)")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p), LATENTDIV_NULL_CACHE=str(tmp_path))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.strip().splitlines()[-1] == "0 False False", out.stdout[-2000:]
