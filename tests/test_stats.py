@@ -188,6 +188,7 @@ def test_iid_edf_pvalues_match_scipy(m):
         assert E.cvm_pvalue(float(w), m) == pytest.approx(ref, abs=1e-12), (m, w)
     assert E.ks_pvalue(1.0, m) == 0.0 and E.ks_pvalue(0.4 / m, m) == 1.0
     assert E.cvm_pvalue(1.0 / (12 * m), m) == 1.0 and E.cvm_pvalue(m / 3.0, m) == 0.0
+    assert math.isnan(E.cvm_pvalue(math.nan, m)) and math.isnan(E.ks_pvalue(math.nan, m))
 
 
 def test_battery_imports_no_scipy_stats():

@@ -76,8 +76,10 @@ def _cvm_psi1_without_limit(x: float) -> float:
 def cvm_pvalue(w2: float, m: int) -> float:
     """P(W^2 >= w2) for m i.i.d. values under H0: 1 - (V(x) (1 + 1/(12 m)) + psi_1'(x) / m), where V is
     the limiting CDF; W^2 lives on [1/(12 m), m/3]. Clipped to [0, 1] (the expansion is not a CDF
-    near the ends of the support)."""
-    if not w2 > 1.0 / (12 * m):
+    near the ends of the support). NaN for a NaN statistic."""
+    if math.isnan(w2):
+        return math.nan
+    if w2 <= 1.0 / (12 * m):
         return 1.0
     if w2 >= m / 3.0:
         return 0.0
@@ -160,7 +162,9 @@ def _ks_cdf_pelz_good(m: int, d: float) -> float:
 
 
 def ks_pvalue(d: float, m: int) -> float:
-    """P(D_m >= d), the two-sided one-sample Kolmogorov-Smirnov statistic of m i.i.d. values."""
+    """P(D_m >= d), the two-sided one-sample Kolmogorov-Smirnov statistic of m i.i.d. values (NaN for NaN)."""
+    if math.isnan(d):
+        return math.nan
     if d >= 1.0:
         return 0.0
     t = m * d
