@@ -10,6 +10,7 @@ returned: seconds to minutes later.
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import subprocess
@@ -89,11 +90,11 @@ def run_and_interrupt(phases, delay: float, timeout: float = 600.0):
     return results
 
 
-def check_stopped(result, what):
+def stop_report(result) -> tuple:
+    """(seconds from SIGINT to the KeyboardInterrupt, inf when the call was not interrupted; whether
+    the engine gave the same bits afterwards; the child's lines)."""
     lines, latency = result
-    assert latency is not None, f"{what}: the call was not interrupted: {lines}"
-    assert latency < 1.0, f"{what}: stopped {latency:.2f} s after SIGINT"
-    assert lines[1] == "same True", f"{what}: engine results changed after the interrupt: {lines}"
+    return (math.inf if latency is None else latency), lines[1] == "same True", lines
 
 
 def test_sigint_stops_engine_calls():
@@ -102,8 +103,9 @@ def test_sigint_stops_engine_calls():
     # 1 s each on a quiet Zen 4: once alone, it sometimes finished before the signal), and a Python handler
     # that does not raise: the call then runs to the end (again) and gives the exact result.
     value, pdist, handler = run_and_interrupt(["value:49152:64", "pdist:8192:1024", "handler:49152:64"], delay=0.5)
-    check_stopped(value, "pairwise_sum")
-    check_stopped(pdist, "pdist forward + backward")
+    for what, result in (("pairwise_sum", value), ("pdist forward + backward", pdist)):
+        latency, same, lines = stop_report(result)
+        assert latency < 1.0 and same, f"{what}: stopped {latency:.2f} s after SIGINT (inf: not at all): {lines}"
     lines, latency = handler
     assert latency is None and lines == ["handler 1 True", "same True"], lines
 
@@ -112,4 +114,5 @@ def test_sigint_stops_engine_calls():
 def test_sigint_stops_a_50_second_call():
     """The issue's case: n = 65536, D = 64, forward + backward (about a minute on 2 cores)."""
     (result,) = run_and_interrupt(["grad:65536:64"], delay=3.0)
-    check_stopped(result, "n = 65536 forward + backward")
+    latency, same, lines = stop_report(result)
+    assert latency < 1.0 and same, f"stopped {latency:.2f} s after SIGINT (inf: not at all): {lines}"
