@@ -27,8 +27,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
+import sys
 import time
 
 import numpy as np
@@ -36,6 +36,9 @@ import torch
 
 import latentdiv
 from latentdiv.stats import mmd_test
+
+sys.path.insert(0, os.path.dirname(__file__))
+from training_lib import cpu_name  # noqa: E402  (benchmarks/: the CPU's model name)
 
 
 def plain_torch_perm_test(x: torch.Tensor, y: torch.Tensor, h: float, perms: int, seed: int):
@@ -101,17 +104,6 @@ def _have_keops() -> str | None:
     return None
 
 
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", type=int, nargs="+", default=[2000, 10000])
@@ -137,7 +129,7 @@ def main() -> None:
         have_alibi, alibi_version = False, None
     keops_error = "not requested (--no-keops)" if args.no_keops else (
         "alibi-detect not importable" if not have_alibi else _have_keops())
-    info = dict(cpu=_cpu_name(), threads=torch.get_num_threads(), load_before=os.getloadavg(),
+    info = dict(cpu=cpu_name(), threads=torch.get_num_threads(), load_before=os.getloadavg(),
                 torch=torch.__version__, isa=latentdiv.backend_info().get("cpu_isa_best"),
                 numpy=np.__version__, alibi_detect=alibi_version, nice=os.nice(0))
     rows = []

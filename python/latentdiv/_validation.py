@@ -197,11 +197,9 @@ def check_member(value: Any, name: str, choices: tuple) -> Any:
     return value
 
 
-def check_sample_array(z: Any, name: str, min_rows: int, too_few: str, non_finite: str) -> torch.Tensor:
-    """A data sample given as a torch tensor, numpy array or nested list: real numbers of shape (n, D)
-    with n >= ``min_rows``, D >= 1, every value finite. Returns a contiguous float64 CPU tensor [n, D].
-    ``too_few``: the end of the message for n < min_rows; ``non_finite``: why NaN/inf rows are refused.
-    For the normality tests and the ``latentdiv check`` CLI (the losses take tensors only)."""
+def sample_tensor(z: Any, name: str) -> torch.Tensor:
+    """A data sample given as a torch tensor, numpy array or nested list, as a contiguous float64 CPU
+    tensor [n, D] (detached): real numbers, 2-D, D >= 1; any n, values unchecked."""
     import numpy as np  # numpy is a dependency; imported here to keep this module's import light
 
     if isinstance(z, torch.Tensor):
@@ -217,13 +215,22 @@ def check_sample_array(z: Any, name: str, min_rows: int, too_few: str, non_finit
         raise TypeError(f"{name} must be a torch.Tensor or numpy array of shape (n, D), got {type(z).__name__}")
     if t.dim() != 2:
         raise ValueError(f"{name} must be 2-D with shape (n, D), got shape {tuple(t.shape)}")
-    n, d = t.shape
-    if d < 1:
+    if t.shape[1] < 1:
         raise ValueError(f"{name} must have D >= 1 columns, got shape {tuple(t.shape)}")
+    return t.contiguous()
+
+
+def check_sample_array(z: Any, name: str, min_rows: int, too_few: str, non_finite: str) -> torch.Tensor:
+    """A data sample (:func:`sample_tensor`) with n >= ``min_rows`` and every value finite: a
+    contiguous float64 CPU tensor [n, D]. ``too_few``: the end of the message for n < min_rows;
+    ``non_finite``: why NaN/inf rows are refused. For the normality tests and the ``latentdiv check``
+    CLI (the losses take tensors only)."""
+    t = sample_tensor(z, name)
+    n = t.shape[0]
     if n < min_rows:
         raise ValueError(f"{name} has {n} row(s); {too_few}")
     check_finite_rows(t, name, non_finite)
-    return t.contiguous()
+    return t
 
 
 def _data_checks_possible(t: torch.Tensor) -> bool:

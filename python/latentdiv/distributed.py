@@ -57,7 +57,7 @@ import torch
 from . import functional as F
 from . import special
 from ._registry import bandwidth_scales
-from ._validation import check_choice, check_int, check_positive, compute_dtype, nan_if_nonfinite
+from ._validation import check_choice, check_int, check_positive, compute_dtype, nan_if_nonfinite, sample_tensor
 from .pairwise import pairwise_sum
 
 __all__ = ["WORLD", "global_sample", "resolve_group"]
@@ -764,26 +764,12 @@ def global_sample(z: Any, group: Any) -> torch.Tensor:  # [n_local, D] -> [N, D]
     """The concatenation of every rank's sample (in group-rank order), detached, as a float64 CPU
     tensor, on every rank: what the normality tests run on with ``group=``. ``z`` is a tensor or
     array-like of shape (n_local, D) with finite values; the ranks must agree on D."""
-    import numpy as np
-
     g = _Group(group)
     holder: Dict[str, torch.Tensor] = {}
 
     def check():
-        if isinstance(z, torch.Tensor):
-            if not (z.is_floating_point() or z.dtype in (torch.int32, torch.int64)):
-                raise TypeError(f"z must be a real floating tensor of shape (n, D), got dtype {z.dtype}")
-            t = z.detach().to(device="cpu", dtype=torch.float64)
-        elif isinstance(z, (np.ndarray, list, tuple)):
-            a = np.asarray(z)
-            if a.dtype.kind not in "fiu":
-                raise TypeError(f"z must be a real numeric array of shape (n, D), got dtype {a.dtype}")
-            t = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float64))
-        else:
-            raise TypeError(f"z must be a torch.Tensor or numpy array of shape (n, D), got {type(z).__name__}")
-        if t.dim() != 2 or t.shape[1] < 1:
-            raise ValueError(f"z must be 2-D with shape (n, D), D >= 1, got shape {tuple(t.shape)}")
-        holder["t"] = t.contiguous()
+        t = sample_tensor(z, "z")  # the values are checked by the test, on the global sample
+        holder["t"] = t
         return dict(dim=t.shape[1]), dict(n=t.shape[0])
 
     device = _device_for(g, z)
