@@ -8,6 +8,7 @@
 #include <cstdio>
 
 #include "batched_schedule.h"
+#include "device_exec.h"
 #include "latentdiv/kernels.h"
 #include "latentdiv/pair_batched.h"
 
@@ -16,52 +17,20 @@ namespace latentdiv {
 namespace {
 
 namespace bs = batched_schedule;
-
-// The device executor of the block programs (the contract of schedule.h): each() is a direct call
-// with threadIdx.x, sync() the barrier, per-thread registers one local struct.
-struct BatchedDeviceExec {
-  template <class R, int N>
-  struct PerThread {
-    R r;
-    LD_HD R& operator[](int) { return r; }
-  };
-  template <class F>
-  LD_HD void each(F&& f) {
-#if defined(__CUDA_ARCH__)
-    f(static_cast<int>(threadIdx.x));
-#else
-    (void)f;
-#endif
-  }
-  template <class R, int N, class F>
-  LD_HD void each(PerThread<R, N>& regs, F&& f) {
-#if defined(__CUDA_ARCH__)
-    f(static_cast<int>(threadIdx.x), regs.r);
-#else
-    (void)regs;
-    (void)f;
-#endif
-  }
-  LD_HD void sync() {
-#if defined(__CUDA_ARCH__)
-    __syncthreads();
-#endif
-  }
-  LD_HD void finish() {}
-};
+using cuda_exec::DeviceExec;
 
 template <class K, class T>
 __global__ void __launch_bounds__(bs::kBlock) batched_kernel(const __grid_constant__ BatchedPairArgs a) {
   __shared__ T tile[bs::kTileElems];
   __shared__ double vtile[bs::kVTileElems];
   __shared__ double red[bs::kBlock];
-  BatchedDeviceExec ex;
+  DeviceExec ex;
   bs::batched_block<K, T>(ex, a, static_cast<index_t>(blockIdx.x), static_cast<index_t>(blockIdx.y), tile, vtile,
                           red, static_cast<double*>(a.workspace));
 }
 
 __global__ void __launch_bounds__(bs::kReduceThreads) batched_reduce_kernel(const __grid_constant__ BatchedPairArgs a) {
-  BatchedDeviceExec ex;
+  DeviceExec ex;
   bs::batched_reduce_block(ex, a, static_cast<index_t>(blockIdx.x), static_cast<const double*>(a.workspace));
 }
 

@@ -16,46 +16,14 @@
 #include "schedule.h"
 #include "schedule_hess_vec.h"
 #include "schedule_pdist.h"
+#include "device_exec.h"
 
 namespace latentdiv {
 
 namespace {
 
 namespace cs = cuda_schedule;
-
-// The device executor of the block programs: each() is a direct call with threadIdx.x, sync() is the
-// barrier, per-thread "registers" are one local struct. Members are __host__ __device__ (with a
-// device-only body) so the LD_HD block programs call them without cross-execution-space calls.
-struct DeviceExec {
-  template <class R, int N>
-  struct PerThread {
-    R r;
-    LD_HD R& operator[](int) { return r; }
-  };
-  template <class F>
-  LD_HD void each(F&& f) {
-#if defined(__CUDA_ARCH__)
-    f(static_cast<int>(threadIdx.x));
-#else
-    (void)f;
-#endif
-  }
-  template <class R, int N, class F>
-  LD_HD void each(PerThread<R, N>& regs, F&& f) {
-#if defined(__CUDA_ARCH__)
-    f(static_cast<int>(threadIdx.x), regs.r);
-#else
-    (void)regs;
-    (void)f;
-#endif
-  }
-  LD_HD void sync() {
-#if defined(__CUDA_ARCH__)
-    __syncthreads();
-#endif
-  }
-  LD_HD void finish() {}
-};
+using cuda_exec::DeviceExec;
 
 // __grid_constant__: the block programs take the address of the (large, ~600 byte) argument struct;
 // without it the compiler would copy it from parameter space into local memory per thread.
