@@ -250,7 +250,9 @@ def _value_grad(mode, x, w, kernel_id, params, exclude_diagonal, threads):
 
 
 @pytest.mark.parametrize("kernel,params", [k[1:] for k in TRIANGLE_KERNELS], ids=[k[0] for k in TRIANGLE_KERNELS])
-@pytest.mark.parametrize("n", [1, 2, 3, 17, 31, 32, 33, 97, 257])
+# Below kTriangleMinRows (512, schedule.h) the triangle mode runs the square schedule: small n checks that
+# fallback, n >= 512 the triangle itself (partial row blocks and panels included).
+@pytest.mark.parametrize("n", [1, 2, 3, 17, 33, 257, 515, 547])
 @pytest.mark.parametrize("d", [3, 8, 16])
 @pytest.mark.parametrize("weighted,exclude_diagonal", [(False, False), (True, True)])
 def test_triangle_matches_square_value_grad(kernel, params, n, d, weighted, exclude_diagonal):
@@ -270,7 +272,7 @@ def test_triangle_matches_square_value_grad(kernel, params, n, d, weighted, excl
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("n,d", [(257, 5), (700, 8), (1500, 16), (300, 64)])  # (D = 64: the square fallback)
+@pytest.mark.parametrize("n,d", [(515, 5), (700, 8), (1500, 16), (300, 64)])  # (D = 64: the square fallback)
 def test_triangle_float32_bit_identical_across_threads(n, d):
     gen = torch.Generator().manual_seed(7)
     x = torch.randn(n, d, generator=gen)

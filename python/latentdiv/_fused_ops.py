@@ -17,7 +17,10 @@ with another scale). Weights a, b are the point sets' weight vectors (``wx`` / `
 has weight 1). The forward runs the engine's VALUE_GRAD mode for every side that needs a gradient,
 so the gradients of L with respect to x, y, wx, wy are complete when the forward returns; the
 backward only scales them by the incoming gradient (no engine pass). The terms run in one C++ call
-(``_C.pair_terms``, csrc/cpu/pair_terms.cpp) when the build has it, else one ``pair_reduce`` call each.
+(``_C.TermsPlan.run``, csrc/pair_terms_binding.cpp and csrc/cpu/pair_terms.cpp). The plan of a loss
+(its terms parsed, kernel parameters built) is cached per key (kernel, bandwidths, n, m, D, ...), so a
+call converts only pointers; the same call can check the inputs for NaN/inf (the losses' non-finite
+policy) and take the loss's outer log (``cwae_loss``), so that no torch op follows it in eager mode.
 
 Second order (``create_graph=True``): the backward then recomposes each term's gradient from the
 primitive ops ``pair_grad`` / ``pair_rows`` (ops.py), whose own autograd gives the second
@@ -40,7 +43,7 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor
 
-from . import _ext
+from . import _ext, _validation
 
 # Point-set codes in a term descriptor.
 SET_X = 0
@@ -69,12 +72,9 @@ def _ptr(t: Optional[Tensor]) -> int:
     return 0 if t is None else t.data_ptr()
 
 
-def _size(set_code: int, x: Tensor, y: Optional[Tensor]) -> int:
-    if set_code == SET_X:
-        return x.shape[0]
-    if set_code == SET_Y:
-        return y.shape[0]  # type: ignore[union-attr]
-    return 1
+def _size(set_code: int, n: int, m: int) -> int:
+    """Rows of a point set, for x of n rows and y of m."""
+    return n if set_code == SET_X else m if set_code == SET_Y else 1
 
 
 def _term_list(terms: Sequence[int], params: Sequence[float]):
@@ -91,6 +91,26 @@ def _term_list(terms: Sequence[int], params: Sequence[float]):
 # ---------------------------------------------------------------------------------------------------
 # the op
 # ---------------------------------------------------------------------------------------------------
+def _run_plan(plan, x: Tensor, y: Optional[Tensor], wx: Optional[Tensor], wy: Optional[Tensor],
+              grads: Sequence[Optional[Tensor]],   # [4] outputs for x, y, wx, wy ([n, D], [m, D], [n] f64, [m] f64) or None
+              check_finite: bool) -> float:
+    """One engine call of a native plan (_C.TermsPlan): the value (a Python float), the wanted
+    gradients written into ``grads``. The origin set is supplied by the engine."""
+    n, d = x.shape
+    m = 0 if y is None else y.shape[0]
+    pairs = 0
+    desc = plan.desc
+    for t in range(0, len(desc), TERM_INTS):
+        pairs += _size(desc[t], n, m) * _size(desc[t + 1], n, m)
+    status, value = plan.native.run(
+        _ext.isa_code(), _ext.dtype_code(x), d, thread_count(pairs, d),
+        [x.data_ptr(), _ptr(y), 0], [n, m, 1], [_ptr(wx), _ptr(wy), 0],
+        [_ptr(grads[0]), _ptr(grads[1]), 0], [_ptr(grads[2]), _ptr(grads[3]), 0], check_finite)
+    if status != _ext.STATUS_OK:
+        _ext.check_status(status, "pair_terms")
+    return value
+
+
 def _forward_impl(
     x: Tensor,              # [n, D]
     y: Optional[Tensor],    # [m, D] or None (no term uses SET_Y)
@@ -101,72 +121,76 @@ def _forward_impl(
     coefs: Sequence[float],   # [T] c_t
     constant: float,
     need: Sequence[bool],   # [4] gradients wanted for x, y, wx, wy
-    unwanted_empty: bool = True,
-) -> Tuple[Tensor, Optional[Tensor], Optional[Tensor], Optional[Tensor], Optional[Tensor]]:
-    """L (float64 []) and its gradients (x.dtype [n, D], y.dtype [m, D], wx.dtype [n], wy.dtype [m]);
-    where not wanted an empty tensor (the custom op's outputs), or None with ``unwanted_empty=False``
-    (the eager path, which saves them for its backward only: no allocation)."""
-    n, d = x.shape
+) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """The custom op's body: L (float64 []) and its gradients (x.dtype [n, D], y.dtype [m, D],
+    wx.dtype [n], wy.dtype [m]); an empty tensor where not wanted."""
+    n = x.shape[0]
     m = 0 if y is None else y.shape[0]
     want = (bool(need[0]), bool(need[1]) and y is not None, bool(need[2]) and wx is not None,
             bool(need[3]) and wy is not None)
-
-    def unwanted(dtype=None):
-        return x.new_empty((0,), dtype=dtype) if unwanted_empty else None
-
-    gx = torch.zeros_like(x) if want[0] else unwanted()
-    gy = torch.zeros_like(y) if want[1] else unwanted()
-    gwx = torch.zeros(n, dtype=torch.float64) if want[2] else unwanted(torch.float64)
-    gwy = torch.zeros(m, dtype=torch.float64) if want[3] else unwanted(torch.float64)
-    # The origin (one point at 0) only when a term uses it.
-    uses_origin = any(terms[t] == SET_ORIGIN or terms[t + 1] == SET_ORIGIN for t in range(0, len(terms), TERM_INTS))
-    sets = (x, y, x.new_zeros((1, d)) if uses_origin else None)
-    weights = (wx, wy, None)
-    grads = (gx if want[0] else None, gy if want[1] else None, None)
-    wgrads = (gwx if want[2] else None, gwy if want[3] else None, None)
-    total = torch.zeros((), dtype=torch.float64)
-    if hasattr(_ext._C, "pair_terms"):
-        _run_terms_native(sets, weights, grads, wgrads, terms, params, coefs, total, d)
-    else:
-        _run_terms_python(sets, weights, grads, wgrads, terms, params, coefs, total, d)
-    if constant != 0.0:
-        total += constant
+    grads = (torch.empty_like(x) if want[0] else None, torch.empty_like(y) if want[1] else None,
+             torch.empty(n, dtype=torch.float64) if want[2] else None,
+             torch.empty(m, dtype=torch.float64) if want[3] else None)
+    plan = Terms()
+    plan.desc, plan.params, plan.coefs, plan.constant = list(terms), list(params), list(coefs), float(constant)
+    total = torch.tensor(_run_plan(plan, x, y, wx, wy, grads, False), dtype=torch.float64)
+    gx, gy, gwx, gwy = (g if g is not None else x.new_empty((0,), dtype=torch.float64 if k >= 2 else None)
+                        for k, g in enumerate(grads))
     return (total, gx, gy, gwx.to(wx.dtype) if want[2] else gwx, gwy.to(wy.dtype) if want[3] else gwy)
 
 
 def _backward_impl(grad, x, y, wx, wy, saved, terms, params, coefs, need):
-    """Gradients of L for (x, y, wx, wy) given the incoming grad (float64 []) and the forward's saved
+    """Gradients of L for (x, y, wx, wy) given the incoming grad ([]) and the forward's saved
     gradients; under create_graph, recomposed from differentiable primitive ops instead."""
     if torch.is_grad_enabled():
         grads = _differentiable_grads(x, y, wx, wy, terms, params, coefs, need)
         return tuple(None if g is None else (g * grad).to(t.dtype) for g, t in zip(grads, (x, y, wx, wy)))
     out = []
     for i, (g, t) in enumerate(zip(saved, (x, y, wx, wy))):
-        out.append(g * grad.to(g.dtype) if need[i] and t is not None and g is not None and g.numel() == t.numel()
-                   else None)
+        # A 0-dim grad does not promote g's dtype (float32 gradients stay float32).
+        out.append(g * grad if need[i] and t is not None and g is not None and g.numel() == t.numel() else None)
     return tuple(out)
 
 
 class _FusedPairTerms(torch.autograd.Function):
     """The eager path: an autograd.Function costs a fraction of a custom op's dispatch (issue 11:
-    the op's schema handling of the term lists was most of the per-call time at n = 128)."""
+    the op's schema handling of the term lists was most of the per-call time at n = 128), and a cached
+    native plan leaves only the pointers to pass per call."""
 
     @staticmethod
-    def forward(ctx, x, y, wx, wy, plan, out_dtype):  # plan: Terms; out_dtype: L's dtype
-        need = ctx.needs_input_grad[:4]
-        total, gx, gy, gwx, gwy = _forward_impl(x, y, wx, wy, plan.desc, plan.params, plan.coefs,
-                                                plan.constant, need, unwanted_empty=False)
-        ctx.save_for_backward(x, y, wx, wy, gx, gy, gwx, gwy)
-        ctx.plan = plan
+    def forward(ctx, x, y, wx, wy, plan, out_dtype, check_finite):  # plan: Terms; out_dtype: L's dtype
+        need = ctx.needs_input_grad
+        grads = (torch.empty_like(x) if need[0] else None,
+                 torch.empty_like(y) if need[1] and y is not None else None,
+                 torch.empty(x.shape[0], dtype=torch.float64) if need[2] and wx is not None else None,
+                 torch.empty(y.shape[0], dtype=torch.float64) if need[3] and wy is not None else None)
+        value = _run_plan(plan, x, y, wx, wy, grads, check_finite)
+        gx, gy, gwx, gwy = grads
+        ctx.save_for_backward(x, y, wx, wy, gx, gy, None if gwx is None else gwx.to(wx.dtype),
+                              None if gwy is None else gwy.to(wy.dtype))
+        ctx.plan, ctx.check_finite = plan, check_finite
         # In the caller's dtype here rather than by a .to() outside: no extra autograd node.
-        return total.to(out_dtype)
+        return torch.full((), value, dtype=out_dtype)
 
     @staticmethod
     def backward(ctx, grad):
         x, y, wx, wy, *saved = ctx.saved_tensors
         p = ctx.plan
-        return (*_backward_impl(grad, x, y, wx, wy, saved, p.desc, p.params, p.coefs, ctx.needs_input_grad),
-                None, None)
+        need = ctx.needs_input_grad
+        if not torch.is_grad_enabled():
+            return (*_backward_impl(grad, x, y, wx, wy, saved, p.desc, p.params, p.coefs, need), None, None, None)
+        # create_graph: the gradients of L from differentiable ops, and for log(L + eps) the factor
+        # 1 / (L + eps) with L itself differentiable (this Function without the log), to any order.
+        grads = _differentiable_grads(x, y, wx, wy, p.desc, p.params, p.coefs, need)
+        if p.log_eps is not None:
+            inner = p.without_log()
+            grad = grad / (_FusedPairTerms.apply(x, y, wx, wy, inner, torch.float64, False) + p.log_eps)
+        out = []
+        for g, t in zip(grads, (x, y, wx, wy)):
+            if g is not None and ctx.check_finite:
+                g = _validation.nan_if_nonfinite(g, x, y)
+            out.append(None if g is None else (g * grad).to(t.dtype))
+        return (*out, None, None, None)
 
 
 @torch.library.custom_op("latentdiv::fused_pair_terms", mutates_args=())
@@ -185,62 +209,6 @@ def fused_pair_terms(
     and its gradients (empty where not needed). Only L is differentiable; the others are what its
     backward consumes."""
     return _forward_impl(x, y, wx, wy, terms, params, coefs, constant, need)
-
-
-def _run_terms_native(sets, weights, grads, wgrads, terms, params, coefs, total, d) -> None:
-    """All terms in one C++ call (csrc/cpu/pair_terms.cpp): the engine accumulates c_t-scaled
-    contributions into total, the gradients and the weight gradients itself."""
-    x = sets[0]
-    pairs = 0
-    for t in range(0, len(terms), TERM_INTS):
-        pairs += _size(terms[t], x, sets[1]) * _size(terms[t + 1], x, sets[1])
-    status = _ext._C.pair_terms(
-        _ext.isa_code(), _ext.dtype_code(x), d, thread_count(pairs, d),
-        [_ptr(s) for s in sets], [0 if s is None else s.shape[0] for s in sets], [_ptr(w) for w in weights],
-        [_ptr(g) for g in grads], [_ptr(g) for g in wgrads], list(terms), list(params), list(coefs),
-        total.data_ptr())
-    _ext.check_status(status, "pair_terms")
-
-
-def _run_terms_python(sets, weights, grads, wgrads, terms, params, coefs, total, d) -> None:
-    """The same, one pair_reduce call per pass (a build without pair_terms)."""
-    x = sets[0]
-    dtype = _ext.dtype_code(x)
-    isa = _ext.isa_code()
-    acc = 0.0
-    for (left, right, kernel, excl, p), c in zip(_term_list(terms, params), coefs):
-        u, v = sets[left], sets[right]
-        n, m = u.shape[0], v.shape[0]
-        self_pairs = left == right
-        threads = thread_count(n * m, d)
-        scale = 2.0 * c if self_pairs else c
-        sides = [(left, right)] if self_pairs else [(left, right), (right, left)]
-        have_value = False
-        for side, (a_set, b_set) in enumerate(sides):
-            a, b = sets[a_set], sets[b_set]
-            g_out, w_out = grads[a_set], wgrads[a_set]
-            want = g_out is not None or w_out is not None
-            if side == 1 and not want:
-                continue
-            rows = torch.empty(a.shape[0], dtype=torch.float64)
-            out_total = torch.empty((), dtype=torch.float64)
-            grad = torch.empty_like(a) if g_out is not None else None
-            mode = _ext.MODE_VALUE_GRAD if grad is not None else _ext.MODE_VALUE
-            wb = weights[a_set] if self_pairs else weights[b_set]
-            status = _ext._C.pair_reduce(
-                _ext.DEVICE_CPU, isa, mode, dtype, a.data_ptr(), b.data_ptr(), _ptr(weights[a_set]), _ptr(wb),
-                rows.data_ptr(), out_total.data_ptr(), _ptr(grad), 0, a.shape[0], b.shape[0], d, self_pairs,
-                excl, threads, kernel, p, 0)
-            _ext.check_status(status, "pair_reduce")
-            if not have_value:
-                acc += c * float(out_total)
-                have_value = True
-            if grad is not None:
-                wa = weights[a_set]
-                g_out.add_(grad if wa is None else grad * wa.unsqueeze(1), alpha=scale)
-            if w_out is not None:
-                w_out.add_(rows, alpha=scale)
-    total.fill_(acc)
 
 
 @fused_pair_terms.register_fake
@@ -334,13 +302,18 @@ def cw_origin_params(dim: int, s_scale: float) -> Tuple[float, ...]:
 
 
 class Terms:
-    """Builder of one fused call: add terms, then ``run``."""
+    """One fused call: add terms (and set ``constant``, ``log_eps``), then ``run``. The loss builders
+    below cache a built Terms per key (a Terms is not changed after its first run: its native plan,
+    the parsed terms, is built then)."""
 
     def __init__(self) -> None:
         self.desc: List[int] = []
         self.params: List[float] = []
         self.coefs: List[float] = []
         self.constant = 0.0
+        self.log_eps: Optional[float] = None  # not None: the value is log(L + log_eps) (cwae_loss)
+        self._native = None
+        self._without_log: Optional["Terms"] = None
 
     def add(self, left: int, right: int, kernel_id: int, params: Sequence[float], coef: float,
             exclude_diagonal: bool = False) -> "Terms":
@@ -349,10 +322,28 @@ class Terms:
         self.coefs.append(float(coef))
         return self
 
+    @property
+    def native(self):
+        """The engine's parsed form (_C.TermsPlan), built at first use."""
+        if self._native is None:
+            self._native = _ext._C.TermsPlan(self.desc, self.params, self.coefs, float(self.constant),
+                                             self.log_eps is not None, float(self.log_eps or 0.0))
+        return self._native
+
+    def without_log(self) -> "Terms":
+        """The same terms and constant without the outer log (L itself)."""
+        if self._without_log is None:
+            inner = Terms()
+            inner.desc, inner.params, inner.coefs, inner.constant = self.desc, self.params, self.coefs, self.constant
+            self._without_log = inner
+        return self._without_log
+
     def run(self, x: Tensor, y: Optional[Tensor] = None, wx: Optional[Tensor] = None,
-            wy: Optional[Tensor] = None, out_dtype: torch.dtype = torch.float64) -> Tensor:
-        """L ([] of out_dtype; computed in float64), differentiable with respect to whichever of x, y,
-        wx, wy require it."""
+            wy: Optional[Tensor] = None, out_dtype: torch.dtype = torch.float64,
+            check_finite: bool = False) -> Tensor:
+        """L, or log(L + log_eps) ([] of out_dtype; computed in float64), differentiable with respect to
+        whichever of x, y, wx, wy require it. check_finite: the losses' non-finite policy (NaN value and
+        gradients if x or y holds a NaN or inf; _validation.nan_if_nonfinite)."""
         x = x.contiguous()
         y = None if y is None else y.contiguous()
         wx = None if wx is None else wx.contiguous()
@@ -360,47 +351,54 @@ class Terms:
         grad_on = torch.is_grad_enabled()
         if not torch.compiler.is_compiling():
             if not grad_on:  # (an autograd.Function's needs_input_grad ignores no_grad)
-                return _forward_impl(x, y, wx, wy, self.desc, self.params, self.coefs, self.constant,
-                                     (False,) * 4, unwanted_empty=False)[0].to(out_dtype)
-            return _FusedPairTerms.apply(x, y, wx, wy, self, out_dtype)
+                return torch.full((), _run_plan(self, x, y, wx, wy, (None,) * 4, check_finite), dtype=out_dtype)
+            return _FusedPairTerms.apply(x, y, wx, wy, self, out_dtype, check_finite)
         need = [bool(grad_on and t is not None and t.requires_grad) for t in (x, y, wx, wy)]
-        return torch.ops.latentdiv.fused_pair_terms(x, y, wx, wy, self.desc, self.params, self.coefs,
-                                                    self.constant, need)[0].to(out_dtype)
+        value = torch.ops.latentdiv.fused_pair_terms(x, y, wx, wy, self.desc, self.params, self.coefs,
+                                                     self.constant, need)[0]
+        if check_finite:
+            value = _validation.nan_if_nonfinite(value, x, y)
+        if self.log_eps is not None:
+            value = torch.log(value + self.log_eps)
+        return value.to(out_dtype)
 
 
 def _bandwidth_tuple(bw) -> Tuple[float, ...]:
     return tuple(float(v) for v in bw) if isinstance(bw, (tuple, list)) else (float(bw),)
 
 
-def mmd_value(x: Tensor, y: Tensor, a: Optional[Tensor], b: Optional[Tensor], kernel: str, bw,
-              unbiased: bool, out_dtype: torch.dtype = torch.float64) -> Optional[Tensor]:
-    """MMD^2 ([] of out_dtype) of functional._mmd_impl in one fused call, or None where it does not apply
-    (not the CPU engine; weighted unbiased terms, whose normalisation depends on the weights)."""
-    if not applicable(x) or (unbiased and (a is not None or b is not None)) or isinstance(bw, torch.Tensor):
-        return None
-    n, m, dim = x.shape[0], y.shape[0], x.shape[1]
-    kid, p = _cached(kernel_params_cached, kernel, _bandwidth_tuple(bw), dim, None)
+@functools.lru_cache(maxsize=512)
+def _mmd_terms(kernel: str, bw: Tuple[float, ...], n: int, m: int, dim: int, unbiased: bool, weighted_x: bool,
+               weighted_y: bool) -> Terms:
+    kid, p = _cached(kernel_params_cached, kernel, bw, dim, None)
+    sx = 1.0 if weighted_x else 1.0 / (n * (n - 1) if unbiased else n * n)
+    sy = 1.0 if weighted_y else 1.0 / (m * (m - 1) if unbiased else m * m)
+    sxy = (1.0 if weighted_x else 1.0 / n) * (1.0 if weighted_y else 1.0 / m)
     terms = Terms()
-    sx = 1.0 if a is not None else 1.0 / (n * (n - 1) if unbiased else n * n)
-    sy = 1.0 if b is not None else 1.0 / (m * (m - 1) if unbiased else m * m)
-    sxy = (1.0 if a is not None else 1.0 / n) * (1.0 if b is not None else 1.0 / m)
     terms.add(SET_X, SET_X, kid, p, sx, unbiased)
     terms.add(SET_Y, SET_Y, kid, p, sy, unbiased)
     terms.add(SET_X, SET_Y, kid, p, -2.0 * sxy)
-    return terms.run(x, y, a, b, out_dtype)
+    return terms
 
 
-def mmd_to_normal_value(z: Tensor, a: Optional[Tensor], hs: Tuple[float, ...], unbiased: bool,
-                        out_dtype: torch.dtype = torch.float64) -> Optional[Tensor]:
-    """functional._mmd_to_normal_impl in one fused call (self term + the closed-form cross term as
-    a sum against the origin with the Gaussian kernel of bandwidth sqrt(1 + h^2)), or None."""
-    if not applicable(z) or (unbiased and a is not None):
+def mmd_value(x: Tensor, y: Tensor, a: Optional[Tensor], b: Optional[Tensor], kernel: str, bw,
+              unbiased: bool, out_dtype: torch.dtype = torch.float64) -> Optional[Tensor]:
+    """MMD^2 ([] of out_dtype) of functional._mmd_impl in one fused call (NaN if x or y holds a NaN or
+    inf), or None where it does not apply (not the CPU engine; weighted unbiased terms, whose
+    normalisation depends on the weights)."""
+    if not applicable(x) or (unbiased and (a is not None or b is not None)) or isinstance(bw, torch.Tensor):
         return None
-    n, dim = z.shape
-    kid, p = _cached(kernel_params_cached, "gaussian", tuple(hs), dim, None)
+    terms = _cached(_mmd_terms, kernel, _bandwidth_tuple(bw), x.shape[0], y.shape[0], x.shape[1], unbiased,
+                    a is not None, b is not None)
+    return terms.run(x, y, a, b, out_dtype, check_finite=True)
+
+
+@functools.lru_cache(maxsize=512)
+def _mmd_to_normal_terms(hs: Tuple[float, ...], n: int, dim: int, unbiased: bool, weighted: bool) -> Terms:
+    kid, p = _cached(kernel_params_cached, "gaussian", hs, dim, None)
     terms = Terms()
-    terms.add(SET_X, SET_X, kid, p, 1.0 if a is not None else 1.0 / (n * (n - 1) if unbiased else n * n), unbiased)
-    mean = 1.0 if a is not None else 1.0 / n
+    terms.add(SET_X, SET_X, kid, p, 1.0 if weighted else 1.0 / (n * (n - 1) if unbiased else n * n), unbiased)
+    mean = 1.0 if weighted else 1.0 / n
     for h in hs:
         h2 = h * h
         # E_Y k_h(z, Y) = (h^2 / (1 + h^2))^{D/2} exp(-|z|^2 / (2 (1 + h^2))); prefactors in log space.
@@ -408,42 +406,62 @@ def mmd_to_normal_value(z: Tensor, a: Optional[Tensor], hs: Tuple[float, ...], u
         gid, gp = _cached(kernel_params_cached, "gaussian", (math.sqrt(1.0 + h2),), dim, None)
         terms.add(SET_X, SET_ORIGIN, gid, gp, -2.0 * pref * mean)
         terms.constant += math.exp(-0.5 * dim * math.log1p(2.0 / h2))
-    return terms.run(z, None, a, out_dtype=out_dtype)
+    return terms
+
+
+def mmd_to_normal_value(z: Tensor, a: Optional[Tensor], hs: Tuple[float, ...], unbiased: bool,
+                        out_dtype: torch.dtype = torch.float64) -> Optional[Tensor]:
+    """functional._mmd_to_normal_impl in one fused call (self term + the closed-form cross term as
+    a sum against the origin with the Gaussian kernel of bandwidth sqrt(1 + h^2); NaN if z holds a NaN
+    or inf), or None."""
+    if not applicable(z) or (unbiased and a is not None):
+        return None
+    terms = _cached(_mmd_to_normal_terms, tuple(hs), z.shape[0], z.shape[1], unbiased, a is not None)
+    return terms.run(z, None, a, out_dtype=out_dtype, check_finite=True)
+
+
+@functools.lru_cache(maxsize=512)
+def _cramer_wold_terms(gamma: float, exact: bool, n: int, m: Optional[int], dim: int, weighted_x: bool,
+                       weighted_y: bool, log_eps: Optional[float]) -> Terms:
+    kernel = "cramer_wold" if exact else "cramer_wold_approx"
+    kid, p = _cached(kernel_params_cached, kernel, (1.0,), dim, gamma)
+    norm = (1.0 / math.sqrt(gamma) if exact else 1.0) / (2.0 * math.sqrt(math.pi))
+    terms = Terms()
+    terms.log_eps = log_eps
+    sx = 1.0 if weighted_x else 1.0 / (n * n)
+    terms.add(SET_X, SET_X, kid, p, norm * sx)
+    if m is None:
+        mean = 1.0 if weighted_x else 1.0 / n
+        if exact:
+            op = _cached(cw_origin_params, dim, 1.0 / (2.0 + 4.0 * gamma))
+            c = 1.0 / math.sqrt(gamma + 0.5)
+        else:
+            _, op = _cached(kernel_params_cached, "cramer_wold_approx", (1.0,), dim, gamma + 0.5)
+            c = 1.0
+        terms.add(SET_X, SET_ORIGIN, kid, op, -2.0 * c * mean / (2.0 * math.sqrt(math.pi)))
+        terms.constant = 1.0 / math.sqrt(1.0 + gamma) / (2.0 * math.sqrt(math.pi))
+        return terms
+    sy = 1.0 if weighted_y else 1.0 / (m * m)
+    sxy = (1.0 if weighted_x else 1.0 / n) * (1.0 if weighted_y else 1.0 / m)
+    terms.add(SET_Y, SET_Y, kid, p, norm * sy)
+    terms.add(SET_X, SET_Y, kid, p, -2.0 * norm * sxy)
+    return terms
 
 
 def cramer_wold_value(x: Tensor, y: Optional[Tensor], a: Optional[Tensor], b: Optional[Tensor], gamma: float,
-                      exact: bool, out_dtype: torch.dtype = torch.float64) -> Optional[Tensor]:
-    """functional._cramer_wold_impl (d_cw^2, with the 1/(2 sqrt(pi)) factor) in one fused call, or None.
+                      exact: bool, out_dtype: torch.dtype = torch.float64,
+                      log_eps: Optional[float] = None) -> Optional[Tensor]:
+    """functional._cramer_wold_impl (d_cw^2, with the 1/(2 sqrt(pi)) factor; log(d_cw^2 + log_eps) if
+    log_eps is given; NaN if x or y holds a NaN or inf) in one fused call, or None.
 
     Against N(0, I) the O(n) term sum_i a_i phi_D(|x_i|^2 / (2 + 4 gamma)) is a sum against the
     origin with the exact kernel at s_scale 1/(2 + 4 gamma) (the engine's fitted phi_D, the accuracy
     of the pair term); the approximate one is cramer_wold_approx with gamma + 1/2."""
     if not applicable(x):
         return None
-    n, dim = x.shape
-    kernel = "cramer_wold" if exact else "cramer_wold_approx"
-    kid, p = _cached(kernel_params_cached, kernel, (1.0,), dim, float(gamma))
-    norm = (1.0 / math.sqrt(gamma) if exact else 1.0) / (2.0 * math.sqrt(math.pi))
-    terms = Terms()
-    sx = 1.0 if a is not None else 1.0 / (n * n)
-    terms.add(SET_X, SET_X, kid, p, norm * sx)
-    if y is None:
-        mean = 1.0 if a is not None else 1.0 / n
-        if exact:
-            op = _cached(cw_origin_params, dim, 1.0 / (2.0 + 4.0 * gamma))
-            c = 1.0 / math.sqrt(gamma + 0.5)
-        else:
-            _, op = _cached(kernel_params_cached, "cramer_wold_approx", (1.0,), dim, float(gamma) + 0.5)
-            c = 1.0
-        terms.add(SET_X, SET_ORIGIN, kid, op, -2.0 * c * mean / (2.0 * math.sqrt(math.pi)))
-        terms.constant = 1.0 / math.sqrt(1.0 + gamma) / (2.0 * math.sqrt(math.pi))
-        return terms.run(x, None, a, out_dtype=out_dtype)
-    m = y.shape[0]
-    sy = 1.0 if b is not None else 1.0 / (m * m)
-    sxy = (1.0 if a is not None else 1.0 / n) * (1.0 if b is not None else 1.0 / m)
-    terms.add(SET_Y, SET_Y, kid, p, norm * sy)
-    terms.add(SET_X, SET_Y, kid, p, -2.0 * norm * sxy)
-    return terms.run(x, y, a, b, out_dtype)
+    terms = _cached(_cramer_wold_terms, float(gamma), bool(exact), x.shape[0], None if y is None else y.shape[0],
+                    x.shape[1], a is not None, b is not None, None if log_eps is None else float(log_eps))
+    return terms.run(x, y, a, b, out_dtype, check_finite=True)
 
 
 def _cached(fn, *args):
@@ -515,15 +533,22 @@ def expected_distance_to_normal(z: Tensor, dim: int) -> Optional[Tensor]:
     return _ExpectedDistanceToNormal.apply(z.to(torch.float64).contiguous(), int(dim))
 
 
+@functools.lru_cache(maxsize=512)
+def _single_term(left: int, right: int, kernel_id: int, params: Tuple[float, ...], coef: float,
+                 exclude_diagonal: bool, constant: float) -> Terms:
+    terms = Terms()
+    terms.add(left, right, kernel_id, list(params), coef, exclude_diagonal)
+    terms.constant = constant
+    return terms
+
+
 def energy_pair_value(x: Tensor, a: Optional[Tensor], constant: float) -> Optional[Tensor]:
     """-E||X - X'|| + constant (float64 []) as one fused term (kernel "energy" is -r), or None."""
     if not applicable(x):
         return None
     n, dim = x.shape
     kid, p = _cached(kernel_params_cached, "energy", (1.0,), dim, None)
-    terms = Terms()
-    terms.add(SET_X, SET_X, kid, p, 1.0 if a is not None else 1.0 / (n * n))
-    terms.constant = constant
+    terms = _cached(_single_term, SET_X, SET_X, kid, p, 1.0 if a is not None else 1.0 / (n * n), False, float(constant))
     return terms.run(x, None, a)
 
 
@@ -533,9 +558,8 @@ def pairwise_value(x: Tensor, y: Optional[Tensor], wx: Optional[Tensor], wy: Opt
     """pairwise_sum's S (float64 []) as one fused term (its gradients from the forward's pass), or None."""
     if not applicable(x):
         return None
-    terms = Terms()
+    params = tuple(float(v) for v in params)
     if y is None:
-        terms.add(SET_X, SET_X, kernel_id, list(params), 1.0, exclude_diagonal)
-        return terms.run(x, None, wx, out_dtype=out_dtype)
-    terms.add(SET_X, SET_Y, kernel_id, list(params), 1.0)
-    return terms.run(x, y, wx, wy, out_dtype)
+        return _cached(_single_term, SET_X, SET_X, kernel_id, params, 1.0, bool(exclude_diagonal), 0.0).run(
+            x, None, wx, out_dtype=out_dtype)
+    return _cached(_single_term, SET_X, SET_Y, kernel_id, params, 1.0, False, 0.0).run(x, y, wx, wy, out_dtype)

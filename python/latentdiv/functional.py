@@ -455,8 +455,8 @@ def _mmd_impl(x, y, weights_x, weights_y, kernel, bandwidth, scales, unbiased, p
     bw = _mmd_bandwidth(kernel, bandwidth, scales, preset, x.shape[-1], xc, yc)
     a, b = _normalize(weights_x, work), _normalize(weights_y, work)
     fused = _fused_ops.mmd_value(xc, yc, a, b, kernel, bw, unbiased, out_dtype)  # one engine call (CPU)
-    if fused is not None:
-        return nan_if_nonfinite(fused, x, y).to(out_dtype)
+    if fused is not None:  # (NaN for a NaN or inf in x or y: the engine call checks)
+        return fused
     value = (_self_mean(xc, a, unbiased, kernel, bw) + _self_mean(yc, b, unbiased, kernel, bw)
              - 2.0 * _cross_mean(xc, yc, a, b, kernel, bw))
     return nan_if_nonfinite(value, x, y).to(out_dtype)
@@ -512,8 +512,8 @@ def _mmd_to_normal_impl(z, weights, hs, unbiased):
     dim = z.shape[-1]
     a = _normalize(weights, work)
     fused = _fused_ops.mmd_to_normal_value(zc, a, hs, unbiased, out_dtype)  # one engine call (CPU)
-    if fused is not None:
-        return nan_if_nonfinite(fused, z).to(out_dtype)
+    if fused is not None:  # (NaN for a NaN or inf in z: the engine call checks)
+        return fused
     self_term = _self_mean(zc, a, unbiased, "gaussian", hs if len(hs) > 1 else hs[0])
     sq = _sq_norms(zc)  # [n] float64
     cross = sq.new_zeros(())
@@ -534,6 +534,12 @@ def default_gamma(n: int) -> float:
     r"""CWAE's default KDE variance :math:`\gamma = (4/(3n))^{2/5}` (Silverman's rule with sigma = 1;
     Knop et al. 2020, p. 5; gmum/cwae-pytorch). 0.1611 for n = 128."""
     return (4.0 / (3.0 * n)) ** 0.4
+
+
+def _check_cw_phi(phi: str, dim: int) -> None:
+    _check_choice(phi, "phi", ("exact", "approx"))
+    if phi == "approx" and dim < 2:
+        raise ValueError(f"phi='approx' needs D >= 2 (its 1/(2D-3) factor), got D = {dim}; use phi='exact'")
 
 
 def cramer_wold(
@@ -581,7 +587,6 @@ def cramer_wold(
         from . import distributed
 
         return distributed.cramer_wold(x, y, gamma, phi, weights_x, weights_y, group=group)
-    _check_choice(phi, "phi", ("exact", "approx"))
     _check_samples(x, "x")
     _check_y(x, y)
     _check_w(weights_x, "weights_x", x, "x")
@@ -589,16 +594,15 @@ def cramer_wold(
     if gamma is None:
         gamma = default_gamma(x.shape[-2])
     gamma = check_positive(gamma, "gamma")
-    dim = x.shape[-1]
-    if phi == "approx" and dim < 2:
-        raise ValueError(f"phi='approx' needs D >= 2 (its 1/(2D-3) factor), got D = {dim}; use phi='exact'")
+    _check_cw_phi(phi, x.shape[-1])
     if x.dim() == 3:
         return _map_batch(_cramer_wold_impl, x, dict(y=y, weights_x=weights_x, weights_y=weights_y),
                           dict(y=3, weights_x=2, weights_y=2), gamma=gamma, phi=phi)
     return _cramer_wold_impl(x, y, weights_x, weights_y, gamma, phi)
 
 
-def _cramer_wold_impl(x, y, weights_x, weights_y, gamma, phi):
+def _cramer_wold_impl(x, y, weights_x, weights_y, gamma, phi, log_eps=None):
+    # log_eps: log(d_cw^2 + log_eps) (cwae_loss), folded into the fused engine call where there is one.
     out_dtype = x.dtype
     work = compute_dtype(x.dtype)
     xc = x.to(work)
@@ -609,9 +613,9 @@ def _cramer_wold_impl(x, y, weights_x, weights_y, gamma, phi):
     # The approximate kernel (gamma + r2/(2D-3))^{-1/2} already carries the 1/sqrt(gamma) factor.
     norm = 1.0 / math.sqrt(gamma) if exact else 1.0
     fused = _fused_ops.cramer_wold_value(xc, None if y is None else y.to(work), a, _normalize(weights_y, work),
-                                         gamma, exact, out_dtype)  # one engine call (CPU)
-    if fused is not None:
-        return nan_if_nonfinite(fused, x, y).to(out_dtype)
+                                         gamma, exact, out_dtype, log_eps)  # one engine call (CPU)
+    if fused is not None:  # (NaN for a NaN or inf in x or y: the engine call checks)
+        return fused
     xx = _self_mean(xc, a, False, kernel, 1.0, gamma=gamma)
     if y is None:
         sq = _sq_norms(xc)  # [n] float64
@@ -628,7 +632,8 @@ def _cramer_wold_impl(x, y, weights_x, weights_y, gamma, phi):
         yy = _self_mean(yc, b, False, kernel, 1.0, gamma=gamma)
         xy = _cross_mean(xc, yc, a, b, kernel, 1.0, gamma=gamma)
         value = norm * (xx + yy - 2.0 * xy)
-    return nan_if_nonfinite(value / (2.0 * _SQRT_PI), x, y).to(out_dtype)
+    d2 = nan_if_nonfinite(value / (2.0 * _SQRT_PI), x, y).to(out_dtype)
+    return d2 if log_eps is None else torch.log(d2 + log_eps)
 
 
 def cwae_loss(
@@ -651,6 +656,13 @@ def cwae_loss(
     reference's own.
     """
     eps = check_positive(eps, "eps")
+    if group is None and isinstance(z, torch.Tensor) and z.dim() == 2 and _fused_ops.applicable(z):
+        # One engine call with the log folded in (no torch op after it: issue 11's per-call overhead).
+        _check_samples(z, "z")
+        _check_w(weights, "weights", z, "z")
+        gamma = check_positive(default_gamma(z.shape[-2]) if gamma is None else gamma, "gamma")
+        _check_cw_phi(phi, z.shape[-1])
+        return _cramer_wold_impl(z, None, weights, None, gamma, phi, log_eps=eps)
     d2 = cramer_wold(z, None, gamma=gamma, phi=phi, weights_x=weights, group=group)
     return torch.log(d2 + eps)
 
@@ -718,8 +730,8 @@ def _energy_impl(x, y, weights_x, weights_y, unbiased=False):
         b = _normalize(weights_y, work)
         # With k = -r, MMD^2 = 2 E||X - Y|| - E||X - X'|| - E||Y - Y'||: one engine call (CPU).
         fused = _fused_ops.mmd_value(xc, yc, a, b, "energy", 1.0, unbiased, out_dtype)
-        if fused is not None:
-            return nan_if_nonfinite(fused, x, y).to(out_dtype)
+        if fused is not None:  # (NaN for a NaN or inf in x or y: the engine call checks)
+            return fused
         eyy = -_self_mean(yc, b, unbiased, "energy", 1.0)
         exy = -_cross_mean(xc, yc, a, b, "energy", 1.0)
     exx = -_self_mean(xc, a, unbiased, "energy", 1.0)

@@ -227,12 +227,18 @@ constexpr index_t kTriangleMaxStripes = 16;
 // at D = 64.
 constexpr index_t kTriangleMaxD = 16;
 constexpr double kTriangleBufferBytes = 64.0 * 1024 * 1024;  // column-side buffers of all stripes, at most
+// Below this many points the square schedule is faster: the column side's transposed GEMM and its
+// buffers (zeroed, then summed per row) cost more than the halved kernel work saves. Measured (one
+// thread, D = 8 and 16, Zen 4; pair_reduce VALUE_GRAD against VALUE_GRAD_TRIANGLE on self pairs):
+// triangle/square 1.3-1.5 at n = 64-128 and 1.1 at 256 (AVX-512), 1.0-1.6 at 64-256 (AVX2); 0.8-0.9
+// from n = 512 on both.
+constexpr index_t kTriangleMinRows = 512;
 
-// Stripes for n points in d dimensions (0: d too large, or the buffers would not fit; the caller runs the
-// square schedule instead).
+// Stripes for n points in d dimensions (0: d too large, n too small, or the buffers would not fit; the
+// caller runs the square schedule instead).
 template <class T>
 index_t triangle_stripes(index_t n, index_t d) {
-  if (d > kTriangleMaxD) return 0;
+  if (d > kTriangleMaxD || n < kTriangleMinRows) return 0;
   const index_t blocks = (n + kMR - 1) / kMR;
   const double per_stripe = static_cast<double>(pad_rows<T>(n)) * static_cast<double>(round_up(d, lanes<T>()) + 2) * 8.0;
   const index_t fit = static_cast<index_t>(kTriangleBufferBytes / per_stripe);
