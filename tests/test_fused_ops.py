@@ -295,3 +295,46 @@ def test_triangle_rejects_cross_pairs():
     status = _ext._C.pair_reduce(0, -1, MODE_VALUE_GRAD_TRIANGLE, 0, x.data_ptr(), y.data_ptr(), 0, 0, rows.data_ptr(),
                                  total.data_ptr(), grad.data_ptr(), 0, 5, 4, 2, False, False, 1, 0, [0.5], 0)
     assert status == _ext._C.STATUS_BAD_ARGUMENT
+
+
+# ---- one column (m = 1, float32): the single-column pass of schedule.h -------------------------------------
+def _one_column(mode, x, y, wx, wy, kernel_id, params):
+    n, d = x.shape
+    rows = torch.full((n,), math.nan, dtype=torch.float64)
+    total = torch.full((), math.nan, dtype=torch.float64)
+    grad = torch.full_like(x, math.nan)
+    status = _ext._C.pair_reduce(0, _ext.isa_code(), mode, _ext.dtype_code(x), x.data_ptr(), y.data_ptr(),
+                                 0 if wx is None else wx.data_ptr(), 0 if wy is None else wy.data_ptr(),
+                                 rows.data_ptr(), total.data_ptr(), grad.data_ptr(), 0, n, 1, d, False, False, 1,
+                                 kernel_id, params, 0)
+    assert status == 0
+    return total, rows, grad
+
+
+@pytest.mark.parametrize("kernel,params", [k[1:] for k in TRIANGLE_KERNELS], ids=[k[0] for k in TRIANGLE_KERNELS])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_single_column_float32_matches_float64_tiles(kernel, params, weighted):
+    """float32 points against one point take the single-column pass (each row one scalar kernel
+    evaluation in double); float64 ones the tile schedule. Every mode's outputs agree to float32
+    rounding of the inputs' products (the single column is the more accurate of the two)."""
+    from latentdiv._registry import get_kernel
+
+    gen = torch.Generator().manual_seed(11)
+    x = torch.randn(37, 8, generator=gen) * 1.5
+    y = torch.randn(1, 8, generator=gen) * 0.5
+    x[5] = y[0]  # a row at the point itself (r2 = 0)
+    wx = torch.rand(37, generator=gen) + 0.1 if weighted else None
+    wy = torch.rand(1, generator=gen) + 0.5 if weighted else None
+    kid = get_kernel(kernel).kernel_id
+    d64 = [None if t is None else t.double() for t in (x, y, wx, wy)]
+    for mode in (_ext.MODE_VALUE, _ext.MODE_GRAD, _ext.MODE_VALUE_GRAD, _ext.MODE_TOTAL):
+        ours = _one_column(mode, x, y, wx, wy, kid, params)
+        ref = _one_column(mode, *d64, kid, params)
+        if mode != _ext.MODE_GRAD:
+            torch.testing.assert_close(ours[0], ref[0], rtol=1e-5, atol=1e-6)
+        if mode in (_ext.MODE_VALUE, _ext.MODE_VALUE_GRAD):
+            torch.testing.assert_close(ours[1], ref[1], rtol=1e-5, atol=1e-6)
+        if mode in (_ext.MODE_GRAD, _ext.MODE_VALUE_GRAD):
+            scale = float(ref[2].abs().max())
+            torch.testing.assert_close(ours[2].double(), ref[2], rtol=1e-4, atol=1e-5 * scale)
+            assert torch.all(ours[2][5] == 0.0)  # x_i = y: no slope direction

@@ -325,9 +325,10 @@ def _emulated_scalar_functor(mode, x, y, kernel_id, params):
 @pytest.mark.parametrize("dim", [1, 2, 64])  # 1: the exp kind; 2: 30 coefficients (odd step count); 64: 11
 def test_cramer_wold_tile_matches_scalar_functor(isa, dtype, dim):
     """The CPU schedule evaluates the exact Cramer-Wold kernel by its own tile evaluator (coefficients
-    outside, elements inside); the CUDA schedule by the scalar functor. One column y = 0 and rows
-    x = +-v (1-D, centre exactly 0) give r2 = v^2 exactly in both schedules, so rows[i] = f(v_i^2) and
-    grad[i] = 2 f'(v_i^2) v_i element by element: tiles mixing r2 = 0, normal values over s = 1e-8 ..
+    outside, elements inside); the CUDA schedule by the scalar functor. Two columns y = 0 (one column
+    takes the single-column pass instead of the tiles) and rows x = +-v (1-D, centre exactly 0) give
+    r2 = v^2 exactly in both schedules, so rows[i] = 2 f(v_i^2) and grad[i] = 4 f'(v_i^2) v_i element by
+    element: tiles mixing r2 = 0, normal values over s = 1e-8 ..
     1e8. (r2 = +inf from finite points no longer occurs: out-of-range data are rescaled, docs/engine.md;
     tests/test_range.py.) The baseline variant has no FMA, like the emulation: same formulas in the same
     order give the same bits. With FMA: a few ulp."""
@@ -337,7 +338,7 @@ def test_cramer_wold_tile_matches_scalar_functor(isa, dtype, dim):
     for u in x.double().flatten().tolist():  # the engine's centre: a running sum in double, here 0
         acc += u
         assert acc == 0.0 or acc == u
-    y = torch.zeros(1, 1, dtype=dtype)
+    y = torch.zeros(2, 1, dtype=dtype)
     spec = get_kernel("cramer_wold")
     params = spec.make_params(1.0, dim, {"gamma": 0.3})
     with _isa(isa):
@@ -346,7 +347,7 @@ def test_cramer_wold_tile_matches_scalar_functor(isa, dtype, dim):
     want_rows = _emulated_scalar_functor(_ext.MODE_VALUE, x, y, spec.kernel_id, params)
     want_grad = _emulated_scalar_functor(_ext.MODE_GRAD, x, y, spec.kernel_id, params)
     assert torch.isfinite(rows).all() and torch.isfinite(grad).all()
-    assert rows[0].item() == pytest.approx(1.0, rel=1e-6) and grad[0].item() == 0.0  # r2 = 0: phi(0) = 1
+    assert rows[0].item() == pytest.approx(2.0, rel=1e-6) and grad[0].item() == 0.0  # r2 = 0: phi(0) = 1
     # NaN stays NaN (the functor's clamp to r2 >= 0 must not turn it into r2 = 0, f = 1)
     xn = x.clone()
     xn[3, 0] = float("nan")

@@ -34,6 +34,49 @@ namespace latentdiv {
 namespace LD_ISA_NS {
 namespace {
 
+// ---- one column: float32 points against a single point (the origin terms of the fused losses) ------
+// A term against one point (m = 1: mmd_to_normal's and cramer_wold's closed-form terms against
+// N(0, I), as sums against the origin) is O(n d) work, but the tile schedule would pack both sides and
+// evaluate a full kMR x kNR tile per row block for its one real column: at n = 128 and the exact
+// Cramer-Wold kernel that was a third of cwae_loss's engine time. Here each row is one scalar kernel
+// evaluation in double (the functor's own formula; r2 of float32 points is exact enough in double and
+// cannot leave its range, so no frame is needed). Every mode of the square schedule but HESS_VEC.
+template <class K>
+Status single_column(const PairArgs& a) {
+  const index_t n = a.n, d = a.d;
+  const Mode mode = static_cast<Mode>(a.mode);
+  const bool grad = mode == Mode::kGrad || mode == Mode::kValueGrad;
+  const bool value = !grad || mode == Mode::kValueGrad;
+  const float* x = static_cast<const float*>(a.x);   // [n, d]
+  const float* y = static_cast<const float*>(a.y);   // [1, d]
+  const float* wx = static_cast<const float*>(a.wx);  // [n] or nullptr
+  const double w0 = a.wy != nullptr ? static_cast<double>(*static_cast<const float*>(a.wy)) : 1.0;
+  float* out = static_cast<float*>(a.out_grad);  // GRAD: [n, d]
+  double total = 0.0;
+  for (index_t i = 0; i < n; ++i) {
+    const float* xi = x + i * d;
+    double r2 = 0.0;
+    for (index_t k = 0; k < d; ++k) {
+      const double diff = static_cast<double>(xi[k]) - static_cast<double>(y[k]);
+      r2 = mul_add(diff, diff, r2);
+    }
+    double f = 0.0, df = 0.0;
+    K::eval(a.kernel, r2, f, df);
+    if (value) {
+      const double row = w0 * f;
+      if (a.out_rows != nullptr) a.out_rows[i] = row;
+      total = wx != nullptr ? mul_add(static_cast<double>(wx[i]), row, total) : total + row;
+    }
+    if (grad) {
+      const double c = 2.0 * w0 * df;  // sum_j c_ij (x_i - y_j) with the one column j
+      for (index_t k = 0; k < d; ++k)
+        out[i * d + k] = static_cast<float>(c * (static_cast<double>(xi[k]) - static_cast<double>(y[k])));
+    }
+  }
+  if (value && a.out_total != nullptr) *a.out_total = total;
+  return kOk;
+}
+
 // ---- pair reduction --------------------------------------------------------------------------------
 // Modes (common.h): VALUE accumulates w_j f_ij into row sums; GRAD accumulates c_ij = 2 w_j f'_ij and
 // the GEMM part; VALUE_GRAD does both from the same r2 / f / f' tile (each through exactly the
@@ -454,9 +497,13 @@ Status self_value_grad(const PairArgs& a, std::uint32_t epoch) {
 template <class T>
 Status dispatch_kernel(const PairArgs& a, std::uint32_t epoch) {
   const bool triangle = a.mode == static_cast<std::int32_t>(Mode::kValueGradTriangle);
+  // (HESS_VEC has its own entry; self pairs of one point are not a single column against another set.)
+  const bool one_column = std::is_same<T, float>::value && a.m == 1 && a.self_pairs == 0 && !triangle &&
+                          a.mode != static_cast<std::int32_t>(Mode::kHessVec);
   switch (static_cast<KernelId>(a.kernel.kernel)) {
-#define LD_CASE(Functor, Id) \
-  case Id:                   \
+#define LD_CASE(Functor, Id)                                                   \
+  case Id:                                                                     \
+    if (one_column) return single_column<Functor>(a);                          \
     return triangle ? self_value_grad<Functor, T>(a, epoch) : pair_reduce_impl<Functor, T>(a, epoch);
     LATENTDIV_FOR_EACH_KERNEL(LD_CASE)
 #undef LD_CASE
