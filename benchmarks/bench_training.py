@@ -1,8 +1,9 @@
 """Training-batch table (issue 11): every loss of the catalog, forward + backward (dz), at the batch
 sizes users train with, next to plain torch eager, torch.compile of the same plain-torch code (the
 fair anchor: inductor fuses the elementwise work), and the reference implementation users copy from
-the method's public repository (plain_losses.py). One process, side by side; times are the median
-per-call time of blocks of calls (training_lib.time_call).
+the method's public repository (plain_losses.py). One process, side by side, blocks of calls
+interleaved across the candidates (training_lib.time_calls); at --threads 1 the time is the calling
+thread's CPU time of the fastest block (--clock thread), else the median block's wall-clock time.
 
     PYTHONPATH=python python benchmarks/bench_training.py                       # n 64..512, D 8 32 64
     PYTHONPATH=python python benchmarks/bench_training.py --n 128 --dims 8 --no-compile
@@ -43,20 +44,18 @@ def ratio(a, b):
     return f"{b / a:.1f}x"
 
 
-def run(ns, dims, losses, use_compile: bool, inner: int, blocks: int, seed: int = 0):
+def run(ns, dims, losses, use_compile: bool, inner: int, blocks: int, seed: int = 0, clock: str = "wall"):
     rows = []
     for n in ns:
         for d in dims:
             gen = torch.Generator().manual_seed(seed)
             z = torch.randn(n, d, generator=gen)
             prior = torch.randn(n, d, generator=gen)
-            floor = tl.time_call(tl.overhead_floor, z, prior, inner, blocks)
             for name in losses:
                 if name in ("cwae_loss", "cwae_loss_approx") and d < 2:
                     continue
-                ours = tl.time_call(tl.LATENTDIV[name], z, prior, inner, blocks)
                 plain_fn = pl.PLAIN[name]
-                plain = tl.time_call(plain_fn, z, prior, inner, blocks)
+                fns = {"floor": tl.overhead_floor, "ours": tl.LATENTDIV[name], "plain": plain_fn}
                 comp = None
                 if use_compile:
                     cf = tl.compiled(plain_fn, z, prior)
@@ -64,13 +63,16 @@ def run(ns, dims, losses, use_compile: bool, inner: int, blocks: int, seed: int 
                         comp = "compile failed"
                         print(f"[{name} n={n} D={d}] torch.compile failed: {tl.compiled.last_error}", file=sys.stderr)
                     else:
-                        comp = tl.time_call(cf, z, prior, inner, blocks)
-                ref_fn = pl.REFERENCE.get(name)
-                ref = tl.time_call(ref_fn, z, prior, inner, blocks) if ref_fn is not None else None
-                rows.append(dict(n=n, d=d, loss=name, ours=ours, plain=plain, compiled=comp, reference=ref,
-                                 floor=floor))
-                print(f"n={n:4d} D={d:3d} {name:22s} ours {fmt(ours):>9} plain {fmt(plain):>9} "
-                      f"compiled {fmt(comp):>9} ref {fmt(ref):>9} floor {fmt(floor):>7}", file=sys.stderr)
+                        fns["compiled"] = cf
+                if pl.REFERENCE.get(name) is not None:
+                    fns["reference"] = pl.REFERENCE[name]
+                t = tl.time_calls(fns, z, prior, inner, blocks, clock=clock)
+                rows.append(dict(n=n, d=d, loss=name, ours=t["ours"], plain=t["plain"],
+                                 compiled=t.get("compiled", comp), reference=t.get("reference"), floor=t["floor"]))
+                r = rows[-1]
+                print(f"n={n:4d} D={d:3d} {name:22s} ours {fmt(r['ours']):>9} plain {fmt(r['plain']):>9} "
+                      f"compiled {fmt(r['compiled']):>9} ref {fmt(r['reference']):>9} floor {fmt(r['floor']):>7}",
+                      file=sys.stderr)
     return rows
 
 
@@ -91,7 +93,10 @@ def main() -> None:
     parser.add_argument("--losses", nargs="+", default=LOSSES, choices=LOSSES)
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile column")
     parser.add_argument("--inner", type=int, default=20, help="calls per timed block")
-    parser.add_argument("--blocks", type=int, default=5, help="timed blocks (the median is reported)")
+    parser.add_argument("--blocks", type=int, default=5, help="timed blocks per candidate, interleaved")
+    parser.add_argument("--clock", choices=("wall", "thread"), default=None,
+                        help="wall: the median block's wall-clock time; thread: the fastest block's CPU time of the "
+                             "calling thread (default with --threads 1, where all work runs in that thread; else wall)")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     parser.add_argument("--markdown", action="store_true", help="print the markdown table on stdout")
     args = parser.parse_args()
@@ -100,7 +105,11 @@ def main() -> None:
     isa = os.environ.get("LATENTDIV_ISA", "auto")
     print(f"CPU: {tl.cpu_name()}, threads {torch.get_num_threads()}, LATENTDIV_ISA={isa}, torch {torch.__version__}",
           file=sys.stderr)
-    rows = run(args.n, args.dims, args.losses, not args.no_compile, args.inner, args.blocks)
+    clock = args.clock or ("thread" if torch.get_num_threads() == 1 else "wall")
+    if clock == "thread" and torch.get_num_threads() != 1:
+        parser.error("--clock thread needs torch at one thread (--threads 1): other threads' work is not counted")
+    print(f"clock: {clock}", file=sys.stderr)
+    rows = run(args.n, args.dims, args.losses, not args.no_compile, args.inner, args.blocks, clock=clock)
     if args.markdown:
         print(markdown(rows))
 

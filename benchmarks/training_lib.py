@@ -2,9 +2,11 @@
 latentdiv losses of the catalog as (z, prior) -> scalar, the overhead-floor op, and a timer.
 
 Timing: one "call" is a forward and a backward of the loss from a fresh leaf z (what a training
-step pays for the regularizer). ``time_call`` runs ``blocks`` blocks of ``inner`` calls and returns
-the median per-call time of the blocks, so a burst of load from other processes on a shared machine
-moves one block, not the result. Compare within one process (ratios), never across runs.
+step pays for the regularizer). ``time_calls`` runs ``blocks`` blocks of ``inner`` calls of each
+candidate, interleaved block by block, and returns the median per-call time of the blocks (wall
+clock) or the fastest block (the calling thread's CPU time), so a burst of load from other processes
+on a shared machine moves one block of every candidate, not the result. Compare within one process
+(ratios), never across runs.
 """
 
 from __future__ import annotations
@@ -58,22 +60,44 @@ LATENTDIV: Dict[str, Callable] = {
 }
 
 
-def time_call(fn: Callable, z: torch.Tensor, prior: torch.Tensor, inner: int = 50, blocks: int = 7,
-              warmup: int = 5) -> float:
-    """Median seconds per forward+backward of fn(z_leaf, prior)."""
+def _leaf_call(fn: Callable, z: torch.Tensor, prior: torch.Tensor) -> Callable[[], None]:
     def once():
         zg = z.detach().requires_grad_(True)
         fn(zg, prior).backward()
 
-    for _ in range(warmup):
-        once()
-    per_block = []
-    for _ in range(blocks):
-        t0 = time.perf_counter()
-        for _ in range(inner):
+    return once
+
+
+def time_calls(fns: Dict[str, Callable], z: torch.Tensor, prior: torch.Tensor, inner: int = 50, blocks: int = 7,
+               warmup: int = 5, clock: str = "wall") -> Dict[str, float]:
+    """Seconds per forward+backward of each fn(z_leaf, prior), the candidates timed side by side: block
+    b of every candidate runs before block b + 1 of any, so a burst of load from other processes falls
+    on all of them alike. clock "wall": perf_counter, the median block; "thread": the calling thread's
+    CPU time (time.thread_time: not the time spent waiting for a core on a loaded machine), the fastest
+    block. "thread" is only meaningful when all the work runs in the calling thread (torch at one
+    thread)."""
+    if clock not in ("wall", "thread"):
+        raise ValueError(f"clock must be 'wall' or 'thread', got {clock!r}")
+    timer = time.perf_counter if clock == "wall" else time.thread_time
+    calls = {name: _leaf_call(fn, z, prior) for name, fn in fns.items()}
+    for once in calls.values():
+        for _ in range(warmup):
             once()
-        per_block.append((time.perf_counter() - t0) / inner)
-    return statistics.median(per_block)
+    per_block: Dict[str, list] = {name: [] for name in calls}
+    for _ in range(blocks):
+        for name, once in calls.items():
+            t0 = timer()
+            for _ in range(inner):
+                once()
+            per_block[name].append((timer() - t0) / inner)
+    pick = statistics.median if clock == "wall" else min
+    return {name: pick(times) for name, times in per_block.items()}
+
+
+def time_call(fn: Callable, z: torch.Tensor, prior: torch.Tensor, inner: int = 50, blocks: int = 7,
+              warmup: int = 5, clock: str = "wall") -> float:
+    """Seconds per forward+backward of fn(z_leaf, prior) (time_calls for one candidate)."""
+    return time_calls({"fn": fn}, z, prior, inner, blocks, warmup, clock)["fn"]
 
 
 def compiled(fn: Callable, z: torch.Tensor, prior: torch.Tensor) -> Optional[Callable]:

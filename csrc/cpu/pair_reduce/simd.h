@@ -84,6 +84,11 @@ struct V {
     for (std::size_t l = 0; l < kVecBytes / sizeof(T); ++l) v[l] += o.v[l];
     return *this;
   }
+  friend V operator+(const V& a, const V& b) {
+    V r;
+    for (std::size_t l = 0; l < kVecBytes / sizeof(T); ++l) r.v[l] = a.v[l] + b.v[l];
+    return r;
+  }
   friend V operator*(const V& a, const V& b) {
     V r;
     for (std::size_t l = 0; l < kVecBytes / sizeof(T); ++l) r.v[l] = a.v[l] * b.v[l];

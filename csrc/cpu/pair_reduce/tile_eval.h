@@ -51,7 +51,7 @@ constexpr bool kOwnTileEvaluator = K::kTileForm == TileForm::kCramerWoldExact;
 // trip count inside the per-element loop, which GCC does not vectorize (the generic tile ran at ~7%
 // of the SGEMM rate). Its CPU tile evaluator turns the loops inside out: coefficients outside, the
 // tile's elements inside, each inner loop a fixed-length loop over aligned per-element state that
-// omp simd vectorizes. Two Clenshaw steps per pass over the state halve its loads and stores.
+// omp simd vectorizes; the Clenshaw steps themselves run on vector registers (below).
 // Per element the arithmetic is cw_phi_of_r2's (same formulas, same order of operations, so the same
 // bits where the contraction into FMA is the same; tests/test_isa.py compares with the scalar functor
 // of the CUDA schedule's emulation), including clamp, kind = exp (D = 1) and the NaN / inf rules.
@@ -83,39 +83,43 @@ void cw_exact_tile(const KernelParams& p, const T* __restrict R, T* __restrict F
     inv[e] = T(1) / (x + A);
     w[e] = A * inv[e];
     t[e] = T(1) - T(2) * w[e];
-    b1[e] = b2[e] = d1[e] = d2[e] = T(0);
   }
-  int k = n - 1;
-  for (; k >= 2; k -= 2) {  // steps k and k - 1
-    const T ck = T(c[k]), ck1 = T(c[k - 1]);
-#pragma omp simd
-    for (int e = 0; e < Count; ++e) {
-      const T t2 = t[e] + t[e];
-      const T b0 = ck + t2 * b1[e] - b2[e];
-      const T bm = ck1 + t2 * b0 - b1[e];
-      if constexpr (Slope) {
-        const T d0 = T(2) * b1[e] + t2 * d1[e] - d2[e];
-        const T dm = T(2) * b0 + t2 * d0 - d1[e];
-        d2[e] = d0;
-        d1[e] = dm;
-      }
-      b2[e] = b0;
-      b1[e] = bm;
+  // The Clenshaw steps k = n-1 .. 1 with each element's state in vector registers: a group of kChains
+  // vectors runs every step before the next group starts (several independent recurrences hide the
+  // latency of each one's chain b1 -> b0). Per element the same operations in the same order as
+  // cw_detail::cheb_eval. (State in per-element arrays, loaded and stored at every step, cost twice as
+  // much at D = 8: n = 21 steps.)
+  constexpr int L = lanes<T>();
+  constexpr int kChains = kVecBytes == 64 ? 4 : 2;  // 32 vector registers (AVX-512), else 16
+  static_assert(Count % (L * kChains) == 0, "a tile is whole groups of vectors");
+  const V<T> two = vbroadcast(T(2));
+  for (int e0 = 0; e0 < Count; e0 += L * kChains) {
+    V<T> t2[kChains], vb1[kChains], vb2[kChains], vd1[kChains], vd2[kChains];
+    for (int q = 0; q < kChains; ++q) {
+      const V<T> tq = vload(t + e0 + q * L);
+      t2[q] = tq + tq;
+      vb1[q] = vb2[q] = vd1[q] = vd2[q] = vbroadcast(T(0));
     }
-  }
-  if (k == 1) {  // an odd number of steps: the last one
-    const T ck = T(c[1]);
-#pragma omp simd
-    for (int e = 0; e < Count; ++e) {
-      const T t2 = t[e] + t[e];
-      const T b0 = ck + t2 * b1[e] - b2[e];
-      if constexpr (Slope) {
-        const T d0 = T(2) * b1[e] + t2 * d1[e] - d2[e];
-        d2[e] = d1[e];
-        d1[e] = d0;
+    for (int k = n - 1; k >= 1; --k) {
+      const V<T> ck = vbroadcast(T(c[k]));
+      for (int q = 0; q < kChains; ++q) {
+        const V<T> b0 = ck + t2[q] * vb1[q] - vb2[q];
+        if constexpr (Slope) {
+          const V<T> d0 = two * vb1[q] + t2[q] * vd1[q] - vd2[q];
+          vd2[q] = vd1[q];
+          vd1[q] = d0;
+        }
+        vb2[q] = vb1[q];
+        vb1[q] = b0;
       }
-      b2[e] = b1[e];
-      b1[e] = b0;
+    }
+    for (int q = 0; q < kChains; ++q) {
+      vstore(b1 + e0 + q * L, vb1[q]);
+      vstore(b2 + e0 + q * L, vb2[q]);
+      if constexpr (Slope) {
+        vstore(d1 + e0 + q * L, vd1[q]);
+        vstore(d2 + e0 + q * L, vd2[q]);
+      }
     }
   }
   const T c0 = n > 0 ? T(c[0]) : T(0);
