@@ -1,7 +1,7 @@
 // pybind11 binding of the multi-term entry (latentdiv/pair_terms.h), registered into _C by
 // bindings.cpp. Pointers arrive as the integers of torch's data_ptr(); the term descriptors as flat
-// lists (5 ints per term: left, right, kernel id, exclude_diagonal, number of params; the params of
-// all terms concatenated; one coefficient per term).
+// lists (5 ints per term: left, right, kernel id, flags (1: exclude the diagonal, 2: times r2), number
+// of params; the params of all terms concatenated; one coefficient per term).
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
@@ -27,6 +27,9 @@ int run_engine_call(const std::function<int()>& call);  // bindings.cpp: GIL rel
 namespace {
 
 constexpr std::size_t kTermInts = 5;
+// The flags of a term descriptor (its fourth int; python/latentdiv/_fused_ops.py TERM_*).
+constexpr std::int64_t kExcludeDiagonal = 1;
+constexpr std::int64_t kTimesR2 = 2;
 
 template <class Out, class In>
 void copy_sets(Out (&dst)[kMaxPointSets], const std::vector<In>& src, const char* what) {
@@ -81,7 +84,9 @@ class TermsPlan {
       if (e[4] < 0 || at + count > params.size()) throw py::value_error("pair_terms: params shorter than the terms say");
       terms_[t].left = static_cast<std::int32_t>(e[0]);
       terms_[t].right = static_cast<std::int32_t>(e[1]);
-      terms_[t].exclude_diagonal = e[3] != 0 ? 1 : 0;
+      if (e[3] < 0 || e[3] > (kExcludeDiagonal | kTimesR2)) throw py::value_error("pair_terms: unknown term flags");
+      terms_[t].exclude_diagonal = (e[3] & kExcludeDiagonal) != 0 ? 1 : 0;
+      terms_[t].times_r2 = (e[3] & kTimesR2) != 0 ? 1 : 0;
       terms_[t].coef = coefs[t];
       terms_[t].kernel = binding::make_kernel(static_cast<int>(e[2]),
                                               std::vector<double>(params.begin() + static_cast<std::ptrdiff_t>(at),

@@ -338,3 +338,52 @@ def test_single_column_float32_matches_float64_tiles(kernel, params, weighted):
             scale = float(ref[2].abs().max())
             torch.testing.assert_close(ours[2].double(), ref[2], rtol=1e-4, atol=1e-5 * scale)
             assert torch.all(ours[2][5] == 0.0)  # x_i = y: no slope direction
+
+
+# ---- energy_distance against N(0, I) in one call (float32; the times-r2 origin term) ---------------------
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("d", [1, 2, 8, 33])
+def test_energy_to_normal_fused_matches_unfused_path(weighted, d, monkeypatch):
+    """float32 points take the fused call (energy_to_normal_value); without it they take the engine
+    passes of expected_distance_to_normal (in float64) and a separate pair term. Value, gradients
+    (x and weights) and a Hessian-vector product (create_graph: the differentiable recomposition of
+    the times-r2 term) agree to float32 rounding, and with the float64 answer to float32 accuracy."""
+    gen = torch.Generator().manual_seed(d)
+    x = torch.randn(40, d, generator=gen) * 1.3 + 0.2
+    w = torch.rand(40, generator=gen) + 0.1 if weighted else None
+    v = torch.randn(40, d, generator=gen)
+
+    def run(dtype):
+        xg = x.to(dtype).requires_grad_(True)
+        wg = None if w is None else w.to(dtype).requires_grad_(True)
+        value = latentdiv.energy_distance(xg, weights_x=wg)
+        inputs = [xg] if wg is None else [xg, wg]
+        grads = torch.autograd.grad(value, inputs, create_graph=True)
+        (hv,) = torch.autograd.grad(grads[0], xg, grad_outputs=v.to(dtype))
+        return [t.detach().double() for t in (value, *grads, hv)]
+
+    assert _fused_ops.energy_to_normal_value(x, None, torch.float32) is not None  # the fused path is taken
+    fused, exact = run(torch.float32), run(torch.float64)
+    monkeypatch.setattr(_fused_ops, "energy_to_normal_value", lambda *args: None)
+    unfused = run(torch.float32)
+    for got, want, ref in zip(fused, unfused, exact):
+        scale = float(ref.abs().max())
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=2e-6 * scale)
+        # (1-D gradients lose ~4e-5 of their largest entry to cancellation in the float32 pair term.)
+        torch.testing.assert_close(got, ref, rtol=2e-4, atol=1e-4 * scale)
+
+
+def test_times_r2_term_only_against_one_point():
+    x = torch.randn(5, 2)
+    total = torch.zeros((), dtype=torch.float64)
+    kid, p = _fused_ops.kernel_params_cached("gaussian", (1.0,), 2, None)
+    args = lambda terms, rows: (-1, 0, 2, 1, [x.data_ptr(), x.data_ptr(), 0], rows, [0, 0, 0],  # noqa: E731
+                                [0, 0, 0], [0, 0, 0], terms, list(p), [1.0], total.data_ptr())
+    times_r2 = _fused_ops.TERM_TIMES_R2
+    assert _ext._C.pair_terms(*args([0, 2, kid, times_r2, 1], [5, 0, 1])) == 0  # against the origin
+    r2 = (x.double() ** 2).sum(1)
+    assert math.isclose(float(total), float((r2 * torch.exp(-p[0] * r2)).sum()), rel_tol=1e-6)
+    assert _ext._C.pair_terms(*args([0, 0, kid, times_r2, 1], [5, 0, 1])) == _ext._C.STATUS_BAD_ARGUMENT  # self
+    assert _ext._C.pair_terms(*args([0, 1, kid, times_r2, 1], [5, 5, 1])) == _ext._C.STATUS_BAD_ARGUMENT  # 5 points
+    with pytest.raises(ValueError, match="flags"):
+        _ext._C.pair_terms(*args([0, 2, kid, 4, 1], [5, 0, 1]))

@@ -18,6 +18,33 @@ bool valid_set(const PairTermsArgs& a, std::int32_t s) {
   return s >= 0 && s < kMaxPointSets && a.points[s] != nullptr && a.rows[s] >= 0;
 }
 
+// A pass against one point y turned into the times-r2 term: rows R_i = b f(r2_i) and gradient rows
+// G_i = 2 b f'(r2_i) (x_i - y) become r2_i R_i and r2_i G_i + 2 R_i (x_i - y) (the derivative of
+// r2 f(r2) is f + r2 f'). Returns the new total sum_i a_i r2_i R_i (fixed order).
+template <class T>
+double times_r2_rows(const PairArgs& p, double* rows, T* grad, bool with_grad) {  // rows: [n]; grad: [n, d]
+  const T* x = static_cast<const T*>(p.x);    // [n, d]
+  const T* y = static_cast<const T*>(p.y);    // [1, d]
+  const T* wx = static_cast<const T*>(p.wx);  // [n] or nullptr
+  double total = 0.0;
+  for (index_t i = 0; i < p.n; ++i) {
+    double r2 = 0.0;
+    for (index_t k = 0; k < p.d; ++k) {
+      const double diff = static_cast<double>(x[i * p.d + k]) - static_cast<double>(y[k]);
+      r2 += diff * diff;
+    }
+    if (with_grad) {
+      for (index_t k = 0; k < p.d; ++k) {
+        const double diff = static_cast<double>(x[i * p.d + k]) - static_cast<double>(y[k]);
+        grad[i * p.d + k] = static_cast<T>(r2 * static_cast<double>(grad[i * p.d + k]) + 2.0 * rows[i] * diff);
+      }
+    }
+    rows[i] *= r2;
+    total += wx != nullptr ? static_cast<double>(wx[i]) * rows[i] : rows[i];
+  }
+  return total;
+}
+
 template <class T>
 Status run_terms(const PairTermsArgs& a, CpuIsa isa) {
   index_t max_rows = 0;
@@ -30,6 +57,12 @@ Status run_terms(const PairTermsArgs& a, CpuIsa isa) {
     if (!valid_set(a, term.left) || !valid_set(a, term.right)) return kBadArgument;
     const bool self = term.left == term.right;
     if (term.exclude_diagonal != 0 && !self) return kBadArgument;
+    const bool times_r2 = term.times_r2 != 0;
+    // times r2: against one point whose side needs nothing (the origin), so one pass with its rows.
+    if (times_r2 && (self || a.rows[term.right] != 1 || a.grads[term.right] != nullptr ||
+                     a.weight_grads[term.right] != nullptr)) {
+      return kBadArgument;
+    }
     // A self term sums each ordered pair from both ends: its gradients are twice the row side's.
     const double scale = self ? 2.0 * term.coef : term.coef;
     for (int side = 0; side < (self ? 1 : 2); ++side) {
@@ -60,10 +93,11 @@ Status run_terms(const PairTermsArgs& a, CpuIsa isa) {
         p.out_grad = grad.data();
       } else {
         // Only the total (and maybe the rows): a self term without row sums visits half the pairs.
-        p.mode = static_cast<std::int32_t>(self && w_out == nullptr ? Mode::kTotal : Mode::kValue);
+        p.mode = static_cast<std::int32_t>(self && w_out == nullptr && !times_r2 ? Mode::kTotal : Mode::kValue);
       }
       const Status s = pair_reduce_cpu(p, isa);
       if (s != kOk) return s;
+      if (times_r2) term_total = times_r2_rows<T>(p, rows.data(), grad.data(), g_out != nullptr);
       if (side == 0) total += term.coef * term_total;
       const T* wu = static_cast<const T*>(a.weights[u]);  // [rows[u]] or nullptr
       if (g_out != nullptr) {

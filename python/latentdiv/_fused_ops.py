@@ -49,8 +49,12 @@ from . import _ext, _validation
 SET_X = 0
 SET_Y = 1
 SET_ORIGIN = 2
-# A term descriptor is these many ints: left set, right set, kernel id, exclude_diagonal, params count.
+# A term descriptor is these many ints: left set, right set, kernel id, flags, params count.
 TERM_INTS = 5
+# Flags of a term (csrc/pair_terms_binding.cpp): skip i == j (self terms); the kernel times r2, against a
+# set of one point (sum_i a_i r2_i f(r2_i): energy_distance's closed form against N(0, I)).
+TERM_EXCLUDE_DIAGONAL = 1
+TERM_TIMES_R2 = 2
 
 # Work (pairs x (d + a kernel's cost)) per extra OpenMP thread. Below it one thread runs the call:
 # at n = 128 the pair work is a few microseconds, less than waking a second thread (and far less
@@ -78,12 +82,13 @@ def _size(set_code: int, n: int, m: int) -> int:
 
 
 def _term_list(terms: Sequence[int], params: Sequence[float]):
-    """Unflatten the descriptors: (left, right, kernel, exclude_diagonal, params) per term."""
+    """Unflatten the descriptors: (left, right, kernel, exclude_diagonal, times_r2, params) per term."""
     out = []
     at = 0
     for t in range(0, len(terms), TERM_INTS):
-        left, right, kernel, excl, count = terms[t:t + TERM_INTS]
-        out.append((left, right, kernel, bool(excl), list(params[at:at + count])))
+        left, right, kernel, flags, count = terms[t:t + TERM_INTS]
+        out.append((left, right, kernel, bool(flags & TERM_EXCLUDE_DIAGONAL), bool(flags & TERM_TIMES_R2),
+                    list(params[at:at + count])))
         at += count
     return out
 
@@ -116,7 +121,7 @@ def _forward_impl(
     y: Optional[Tensor],    # [m, D] or None (no term uses SET_Y)
     wx: Optional[Tensor],   # [n] or None (ones)
     wy: Optional[Tensor],   # [m] or None (ones)
-    terms: Sequence[int],   # [T * TERM_INTS] descriptors (left, right, kernel, exclude_diagonal, n_params)
+    terms: Sequence[int],   # [T * TERM_INTS] descriptors (left, right, kernel, flags, n_params)
     params: Sequence[float],  # the terms' kernel params, concatenated in term order
     coefs: Sequence[float],   # [T] c_t
     constant: float,
@@ -199,7 +204,7 @@ def fused_pair_terms(
     y: Optional[Tensor],    # [m, D] or None (no term uses SET_Y)
     wx: Optional[Tensor],   # [n] or None (ones)
     wy: Optional[Tensor],   # [m] or None (ones)
-    terms: List[int],       # [T * TERM_INTS] descriptors (left, right, kernel, exclude_diagonal, n_params)
+    terms: List[int],       # [T * TERM_INTS] descriptors (left, right, kernel, flags, n_params)
     params: List[float],    # the terms' kernel params, concatenated in term order
     coefs: List[float],     # [T] c_t
     constant: float,
@@ -251,8 +256,20 @@ def _differentiable_grads(x, y, wx, wy, terms, params, coefs, need):
     def add(slot, value):
         acc[slot] = value if acc[slot] is None else acc[slot] + value
 
-    for (left, right, kernel, excl, p), c in zip(_term_list(terms, params), coefs):
+    for (left, right, kernel, excl, times_r2, p), c in zip(_term_list(terms, params), coefs):
         self_pairs = left == right
+        if times_r2:  # sum_i a_i r2_i f(r2_i) against one point v: gradient a_i (2 R_i (u_i - v) + r2_i G_i)
+            u, v, wa = sets[left], sets[right], weights[left]
+            diff = u - v
+            r2 = (diff * diff).sum(1)  # [n]
+            rows = ops.pair_rows(u, v, weights[right], kernel, p, False)  # [n] R_i
+            if need[left]:
+                g = (2.0 * rows.unsqueeze(1) * diff + r2.unsqueeze(1) * ops.pair_grad(u, v, weights[right], kernel, p,
+                                                                                        False)) * c
+                add(left, g if wa is None else g * wa.unsqueeze(1))
+            if wa is not None and need[2 + left]:
+                add(2 + left, r2 * rows * c)
+            continue
         sides = [(left, right)] if self_pairs else [(left, right), (right, left)]
         for a_set, b_set in sides:
             if a_set == SET_ORIGIN:
@@ -316,8 +333,9 @@ class Terms:
         self._without_log: Optional["Terms"] = None
 
     def add(self, left: int, right: int, kernel_id: int, params: Sequence[float], coef: float,
-            exclude_diagonal: bool = False) -> "Terms":
-        self.desc += [left, right, kernel_id, int(exclude_diagonal), len(params)]
+            exclude_diagonal: bool = False, times_r2: bool = False) -> "Terms":
+        flags = (TERM_EXCLUDE_DIAGONAL if exclude_diagonal else 0) | (TERM_TIMES_R2 if times_r2 else 0)
+        self.desc += [left, right, kernel_id, flags, len(params)]
         self.params += params
         self.coefs.append(float(coef))
         return self
@@ -540,6 +558,36 @@ def _single_term(left: int, right: int, kernel_id: int, params: Tuple[float, ...
     terms.add(left, right, kernel_id, list(params), coef, exclude_diagonal)
     terms.constant = constant
     return terms
+
+
+@functools.lru_cache(maxsize=512)
+def _energy_to_normal_terms(n: int, dim: int, weighted: bool) -> Terms:
+    from . import special
+
+    # 2 E||x - Y|| - E||X - X'|| - E||Y - Y'||, with E||z - Y|| = C [phi_D(s) + (r2 / D) phi_{D+2}(s)],
+    # s = r2 / 2, C = sqrt2 Gamma((D+1)/2) / Gamma(D/2) (_ExpectedDistanceToNormal): two origin terms
+    # of the exact Cramer-Wold kernel at s_scale 1/2, the second one times r2.
+    mean = 1.0 if weighted else 1.0 / n
+    c = math.sqrt(2.0) * special.gamma_ratio_half(dim)
+    kid, p = _cached(kernel_params_cached, "energy", (1.0,), dim, None)
+    terms = Terms()
+    terms.add(SET_X, SET_X, kid, p, 1.0 if weighted else 1.0 / (n * n))  # kernel "energy" is -r
+    terms.add(SET_X, SET_ORIGIN, _CW_EXACT_ID, _cached(cw_origin_params, dim, 0.5), 2.0 * c * mean)
+    terms.add(SET_X, SET_ORIGIN, _CW_EXACT_ID, _cached(cw_origin_params, dim + 2, 0.5), 2.0 * c * mean / dim,
+              times_r2=True)
+    terms.constant = -special.expected_pair_distance_normal(dim)
+    return terms
+
+
+def energy_to_normal_value(x: Tensor, a: Optional[Tensor], out_dtype: torch.dtype) -> Optional[Tensor]:
+    """energy_distance(x, None) (the V-statistic against N(0, I) in closed form) in one fused call (NaN
+    if x holds a NaN or inf), or None: off the CPU engine, and for float64 points (the times-r2 term
+    reads r2 in double, which float32 points cannot overflow; float64 ones take the frame-scaled
+    passes of expected_distance_to_normal)."""
+    if not applicable(x) or x.dtype != torch.float32:
+        return None
+    terms = _cached(_energy_to_normal_terms, x.shape[0], x.shape[1], a is not None)
+    return terms.run(x, None, a, out_dtype=out_dtype, check_finite=True)
 
 
 def energy_pair_value(x: Tensor, a: Optional[Tensor], constant: float) -> Optional[Tensor]:

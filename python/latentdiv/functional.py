@@ -719,6 +719,9 @@ def _energy_impl(x, y, weights_x, weights_y, unbiased=False):
 
         dim = x.shape[-1]
         if not unbiased:
+            fused = _fused_ops.energy_to_normal_value(xc, a, out_dtype)  # one engine call (CPU, float32)
+            if fused is not None:
+                return fused
             rows = _fused_ops.expected_distance_to_normal(xc, dim)  # engine passes (CPU)
             if rows is not None:  # 2 E||x - Y|| - E||X - X'|| - E||Y - Y'||, the pair term fused
                 pair = _fused_ops.energy_pair_value(xc, a, -special.expected_pair_distance_normal(dim))

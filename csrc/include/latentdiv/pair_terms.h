@@ -20,6 +20,9 @@ constexpr int kMaxPointSets = 3;
 struct PairTerm {
   std::int32_t left, right;       // point sets; left == right: self pairs (weights of the set on both sides)
   std::int32_t exclude_diagonal;  // 1: skip i == j (self pairs only)
+  // 1: the term is sum_i a_i b r2_i f(r2_i) against a set of one point (f times r2; energy_distance's
+  // closed form E||x - Y||, Y ~ N(0, I), needs (r2 / D) phi_{D+2}(r2 / 2)). r2 must be finite in double.
+  std::int32_t times_r2;
   double coef;                    // c_t
   KernelParams kernel;
 };
