@@ -103,12 +103,15 @@ def _run_plan(plan, x: Tensor, y: Optional[Tensor], wx: Optional[Tensor], wy: Op
     gradients written into ``grads``. The origin set is supplied by the engine."""
     n, d = x.shape
     m = 0 if y is None else y.shape[0]
-    pairs = 0
-    desc = plan.desc
-    for t in range(0, len(desc), TERM_INTS):
-        pairs += _size(desc[t], n, m) * _size(desc[t + 1], n, m)
+    threads = 1
+    if torch.get_num_threads() > 1:
+        pairs = 0
+        desc = plan.desc
+        for t in range(0, len(desc), TERM_INTS):
+            pairs += _size(desc[t], n, m) * _size(desc[t + 1], n, m)
+        threads = thread_count(pairs, d)
     status, value = plan.native.run(
-        _ext.isa_code(), _ext.dtype_code(x), d, thread_count(pairs, d),
+        _ext.isa_code(), _ext.dtype_code(x), d, threads,
         [x.data_ptr(), _ptr(y), 0], [n, m, 1], [_ptr(wx), _ptr(wy), 0],
         [_ptr(grads[0]), _ptr(grads[1]), 0], [_ptr(grads[2]), _ptr(grads[3]), 0], check_finite)
     if status != _ext.STATUS_OK:
@@ -171,19 +174,21 @@ class _FusedPairTerms(torch.autograd.Function):
                  torch.empty(y.shape[0], dtype=torch.float64) if need[3] and wy is not None else None)
         value = _run_plan(plan, x, y, wx, wy, grads, check_finite)
         gx, gy, gwx, gwy = grads
-        ctx.save_for_backward(x, y, wx, wy, gx, gy, None if gwx is None else gwx.to(wx.dtype),
-                              None if gwy is None else gwy.to(wy.dtype))
+        # The inputs for create_graph's recomposition; the gradients (buffers of this call, not inputs or
+        # outputs) as attributes: the first-order backward then unpacks no saved tensor.
+        ctx.save_for_backward(x, y, wx, wy)
+        ctx.grads = (gx, gy, None if gwx is None else gwx.to(wx.dtype), None if gwy is None else gwy.to(wy.dtype))
         ctx.plan, ctx.check_finite = plan, check_finite
         # In the caller's dtype here rather than by a .to() outside: no extra autograd node.
         return torch.full((), value, dtype=out_dtype)
 
     @staticmethod
     def backward(ctx, grad):
-        x, y, wx, wy, *saved = ctx.saved_tensors
+        if not torch.is_grad_enabled():  # the gradients of the forward, scaled (a 0-dim grad keeps their dtype)
+            return (*(None if g is None else g * grad for g in ctx.grads), None, None, None)
+        x, y, wx, wy = ctx.saved_tensors
         p = ctx.plan
         need = ctx.needs_input_grad
-        if not torch.is_grad_enabled():
-            return (*_backward_impl(grad, x, y, wx, wy, saved, p.desc, p.params, p.coefs, need), None, None, None)
         # create_graph: the gradients of L from differentiable ops, and for log(L + eps) the factor
         # 1 / (L + eps) with L itself differentiable (this Function without the log), to any order.
         grads = _differentiable_grads(x, y, wx, wy, p.desc, p.params, p.coefs, need)
