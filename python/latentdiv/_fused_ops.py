@@ -299,7 +299,8 @@ def applicable(x: Tensor) -> bool:
     """Whether the fused path serves x: the compiled engine on the CPU, outside torch.func transforms
     (grad, vmap, jacrev, ...: the general path's ops carry the batching and forward-mode rules those
     need; this module's autograd.Functions do not)."""
-    return (x.device.type == "cpu" and _ext.use_compiled(x.device) and _ext._C is not None
+    # (_ext.use_compiled for a CPU tensor, without building a torch.device per call)
+    return (x.is_cpu and _ext._C is not None and _ext.get_backend() != "reference"
             and not torch._C._are_functorch_transforms_active())
 
 

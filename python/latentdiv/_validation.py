@@ -96,6 +96,10 @@ def check_int(value: Any, name: str, minimum: int = 1) -> int:
 
 def check_positive(value: Any, name: str) -> float:
     """A positive finite real number (never a bool). Returns a Python float."""
+    if type(value) is float:  # the common case, without the ABC check below
+        if not (math.isfinite(value) and value > 0.0):
+            raise ValueError(f"{name} must be positive and finite, got {value!r}")
+        return value
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a positive number, got {type(value).__name__}")
     v = float(value)
