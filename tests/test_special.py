@@ -112,8 +112,9 @@ def test_params_layout():
     for D in DIMS:
         p = S.cw_phi_params(D, 0.25)
         assert len(p) <= 64 and len(p) == S.CW_PHI_HEADER + int(p[5])
-        assert p[0] == 0.25 and p[2] == D and p[4] == p[3] / 0.25
+        assert p[0] == 0.25 and p[4] == p[3] / 0.25
         assert p[1] == (0.0 if D == 1 else 1.0)
+        assert p[2] == S.cw_phi_float32_terms(p[6:]) and (p[2] == 0 if D == 1 else 1 <= p[2] <= p[5])
     assert S.cw_phi_params(64, 2.0)[6:] == S.cw_phi_params(64, 0.5)[6:]  # coefficients cached per D
     for bad in (0, 1.5, -3, float("nan"), float("inf")):
         with pytest.raises(ValueError):
@@ -135,6 +136,26 @@ def test_fit_accuracy_float64(D):
     if D == 2:
         q = S.cw_phi_params(2.5, 1.0)
         assert _rel(S.cw_phi_eval_reference(q, S_GRID)[0], S.phi_cw_exact(2.5, S_GRID)) < 1e-8
+
+
+@pytest.mark.parametrize("D", [2, 3, 8, 17, 64, 1024])
+def test_float32_terms_drop_only_what_float32_cannot_hold(D):
+    """Float32 evaluations stop the Chebyshev series after N32 of its N terms (cw_phi.h cheb_terms): in
+    float64 arithmetic the truncated series differs from the full one by less than float32 rounding, in
+    value and slope, over s = 0 .. 1e8."""
+    p = S.cw_phi_params(D, 1.0)
+    n32 = int(p[2])
+    assert n32 < int(p[5])  # something is dropped (for these D)
+    truncated = p[:5] + (float(n32),) + p[6:6 + n32]
+    phi, dphi = S.cw_phi_eval_reference(p, S_GRID)
+    phi_t, dphi_t = S.cw_phi_eval_reference(truncated, S_GRID)
+    assert np.max(np.abs(phi_t - phi) / np.abs(phi).clip(1e-300)) < 3e-8
+    assert np.max(np.abs(dphi_t - dphi)) < 6e-8 * np.max(np.abs(dphi))
+    # and one term fewer would not be (N32 is the fewest)
+    shorter = p[:5] + (float(n32 - 1),) + p[6:6 + n32 - 1]
+    phi_s, dphi_s = S.cw_phi_eval_reference(shorter, S_GRID)
+    assert (np.max(np.abs(phi_s - phi) / np.abs(phi).clip(1e-300)) > 1e-9
+            or np.max(np.abs(dphi_s - dphi)) > 1e-9 * np.max(np.abs(dphi)))
 
 
 @pytest.mark.parametrize("D", [1, 2, 3, 8, 64, 1024])

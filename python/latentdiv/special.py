@@ -241,9 +241,11 @@ def cw_phi_params(D: float, s_scale: float = 1.0) -> tuple[float, ...]:
     with c = ``s_scale`` (CWAE pair terms: :math:`c = 1/(4\gamma)`; cross term to N(0, I):
     :math:`c = 1/(2 + 4\gamma)`), :math:`\varphi_D(s) = {}_1F_1(1/2; D/2; -s)` (docs/formulas.md section 5).
 
-    Layout (``6 + N <= 64`` doubles): ``[s_scale, kind, D, a, a / s_scale, N, c_0, ..., c_{N-1}]``,
+    Layout (``6 + N <= 64`` doubles): ``[s_scale, kind, N32, a, a / s_scale, N, c_0, ..., c_{N-1}]``,
     kind 0 = exp(-s) (D = 1, N = 0), kind 1 = :math:`\sqrt{w}\sum_k c_k T_k(1 - 2w)`, w = a/(s+a),
-    a = D/2 + 8. D: integer >= 1 or real >= 2. Coefficients are cached per D.
+    a = D/2 + 8. N32 (<= N): the leading coefficients a float32 evaluation uses, the fewest whose tail
+    is below float32 rounding (:func:`cw_phi_float32_terms`). D: integer >= 1 or real >= 2.
+    Coefficients are cached per D.
     """
     D = float(D)
     if not (math.isfinite(D) and (D == 1.0 or D >= 2.0)):
@@ -256,7 +258,24 @@ def cw_phi_params(D: float, s_scale: float = 1.0) -> tuple[float, ...]:
     # a normal float64 number (the CPU engine brings it into float32's range for float32 data)
     if not (sys.float_info.min <= a_r2 <= sys.float_info.max):
         raise ValueError(f"cw_phi_params: s_scale={s_scale} is out of range for D={D}")
-    return (s_scale, float(kind), D, a, a_r2, float(len(coeffs))) + coeffs
+    return (s_scale, float(kind), float(cw_phi_float32_terms(coeffs)), a, a_r2, float(len(coeffs))) + coeffs
+
+
+def cw_phi_float32_terms(coeffs) -> int:
+    """The leading Chebyshev coefficients of a phi_D fit that a float32 evaluation needs: the fewest N32
+    such that every shorter tail is small, sum_{k >= N32} |c_k| <= 2^-27 (the value g; |T_k| <= 1) and
+    sum_{k >= N32} k^2 |c_k| <= 2^-26 (its t-derivative; |T_k'| <= k^2), against float32's 2^-24
+    relative rounding of g ~ 0.4-1. 0 for the exp kind (no coefficients)."""
+    c = [abs(float(v)) for v in coeffs]
+    tail = slope_tail = 0.0
+    n32 = len(c)
+    for k in range(len(c) - 1, 0, -1):
+        tail += c[k]
+        slope_tail += k * k * c[k]
+        if tail > 2.0 ** -27 or slope_tail > 2.0 ** -26:
+            break
+        n32 = k
+    return n32
 
 
 def _xp_ops(x):
@@ -273,6 +292,8 @@ def _replica(params, x, A, exp_scale):
         f = exp(-exp_scale * x) if exp_scale != 1.0 else exp(-x)
         return f, -exp_scale * f
     n = min(int(params[5]), len(params) - CW_PHI_HEADER)
+    if x.dtype in (torch.float32, np.float32) and 1 <= int(params[2]) < n:
+        n = int(params[2])  # cw_detail::cheb_terms: N32 terms in float32
     c = params[CW_PHI_HEADER : CW_PHI_HEADER + n]
     if isinstance(x, torch.Tensor):
         cast = lambda v: torch.tensor(v, dtype=x.dtype, device=x.device)  # noqa: E731 (T(v) in C++)

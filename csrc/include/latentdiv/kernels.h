@@ -345,10 +345,10 @@ struct CramerWoldExact {
     if (p.n_params >= 5) scale_param(p.params[4], -2 * e, clamp, kFloatDenominator);
   }
   // latentdiv.special.cw_phi_params(8, 0.5) (D = 8, s_scale = 0.5) truncated to its first 9 of 21
-  // coefficients (the layout of cw_phi.h; the dropped ones are below 1e-6).
+  // coefficients (the layout of cw_phi.h, N32 = N = 9; the dropped ones are below 1e-6).
   static KernelParams example_params() {
     return make_kernel_params(KernelId::kCramerWoldExact,
-                              {0.5, 1.0, 8.0, 12.0, 24.0, 9.0, 0.7130929985814878, -0.23149715681941208,
+                              {0.5, 1.0, 9.0, 12.0, 24.0, 9.0, 0.7130929985814878, -0.23149715681941208,
                                0.04672811598140947, -0.007982611696017267, 0.0008068996580390154,
                                6.430720349810898e-05, -4.1617282476652724e-05, 3.872134771903957e-06,
                                1.6787396739879326e-06});
