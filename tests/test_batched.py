@@ -275,7 +275,8 @@ def test_symmetric_form_visits_half_the_pairs(n, diag):
 
 
 BATCHED_CHILD = """
-import sys, time
+import signal, sys, time
+signal.signal(signal.SIGINT, signal.default_int_handler)  # even if inherited ignored (tests/test_interrupt.py)
 import torch, latentdiv
 gen = torch.Generator().manual_seed(0)
 small = torch.randn(50, 3, generator=gen)

@@ -27,6 +27,9 @@ pytestmark = [requires_compiled,
 
 CHILD = textwrap.dedent("""
     import signal, sys, time
+    # Python's own handler even if this process inherited SIGINT ignored (a parent started in the
+    # background by a non-interactive shell passes SIG_IGN on, and Python then installs nothing).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     import torch, latentdiv
     gen = torch.Generator().manual_seed(0)
     small = torch.randn(300, 12, generator=gen)
