@@ -94,12 +94,6 @@ def time_calls(fns: Dict[str, Callable], z: torch.Tensor, prior: torch.Tensor, i
     return {name: pick(times) for name, times in per_block.items()}
 
 
-def time_call(fn: Callable, z: torch.Tensor, prior: torch.Tensor, inner: int = 50, blocks: int = 7,
-              warmup: int = 5, clock: str = "wall") -> float:
-    """Seconds per forward+backward of fn(z_leaf, prior) (time_calls for one candidate)."""
-    return time_calls({"fn": fn}, z, prior, inner, blocks, warmup, clock)["fn"]
-
-
 def compiled(fn: Callable, z: torch.Tensor, prior: torch.Tensor) -> Optional[Callable]:
     """torch.compile(fn), warmed up (compiled) outside any timing; None with the error if it fails."""
     try:

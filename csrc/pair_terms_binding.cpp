@@ -161,8 +161,6 @@ class TermsPlan {
     return {status, value};
   }
 
-  bool uses_origin() const { return uses_origin_; }
-
  private:
   static constexpr int kOriginSet = 2;  // python/latentdiv/_fused_ops.py SET_ORIGIN
 
@@ -190,8 +188,8 @@ class TermsPlan {
   bool uses_origin_ = false;
 };
 
-// The plan's one-shot form (the custom op's path under torch.compile, and the tests): L added up from
-// the terms (no constant, no log) into out_total.
+// The plan's one-shot form (tests/test_fused_ops.py and benchmarks/overhead_probe.py call the engine
+// through it): L added up from the terms (no constant, no log) into out_total.
 int pair_terms(int isa, int dtype, std::int64_t d, int num_threads,
                const std::vector<std::uintptr_t>& points,        // [3] set pointers ([rows[s], d])
                const std::vector<std::int64_t>& rows,            // [3]
@@ -225,8 +223,7 @@ void register_pair_terms(py::module_& m) {
                     bool, double>(),
            py::arg("terms"), py::arg("params"), py::arg("coefs"), py::arg("constant"), py::arg("log_outer"),
            py::arg("log_eps"))
-      .def("run", &TermsPlan::run, "(status, value); the gradients written into the given buffers")
-      .def_property_readonly("uses_origin", &TermsPlan::uses_origin);
+      .def("run", &TermsPlan::run, "(status, value); the gradients written into the given buffers");
   m.def("all_finite", &all_finite_buffer, "whether a contiguous float32/float64 CPU buffer holds only finite values");
 }
 

@@ -119,6 +119,16 @@ def _run_plan(plan, x: Tensor, y: Optional[Tensor], wx: Optional[Tensor], wy: Op
     return value
 
 
+def _grad_buffers(x: Tensor, y: Optional[Tensor], wx: Optional[Tensor], wy: Optional[Tensor],
+                  need: Sequence[bool]) -> Tuple[Optional[Tensor], ...]:
+    """The engine's outputs for the wanted gradients of x, y, wx, wy ([n, D], [m, D], [n] and [m] float64),
+    None where not wanted (or the tensor is absent)."""
+    return (torch.empty_like(x) if need[0] else None,
+            torch.empty_like(y) if need[1] and y is not None else None,
+            torch.empty(x.shape[0], dtype=torch.float64) if need[2] and wx is not None else None,
+            torch.empty(y.shape[0], dtype=torch.float64) if need[3] and wy is not None else None)
+
+
 def _forward_impl(
     x: Tensor,              # [n, D]
     y: Optional[Tensor],    # [m, D] or None (no term uses SET_Y)
@@ -132,19 +142,13 @@ def _forward_impl(
 ) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """The custom op's body: L (float64 []) and its gradients (x.dtype [n, D], y.dtype [m, D],
     wx.dtype [n], wy.dtype [m]); an empty tensor where not wanted."""
-    n = x.shape[0]
-    m = 0 if y is None else y.shape[0]
-    want = (bool(need[0]), bool(need[1]) and y is not None, bool(need[2]) and wx is not None,
-            bool(need[3]) and wy is not None)
-    grads = (torch.empty_like(x) if want[0] else None, torch.empty_like(y) if want[1] else None,
-             torch.empty(n, dtype=torch.float64) if want[2] else None,
-             torch.empty(m, dtype=torch.float64) if want[3] else None)
+    grads = _grad_buffers(x, y, wx, wy, need)
     plan = Terms()
     plan.desc, plan.params, plan.coefs, plan.constant = list(terms), list(params), list(coefs), float(constant)
     total = torch.tensor(_run_plan(plan, x, y, wx, wy, grads, False), dtype=torch.float64)
     gx, gy, gwx, gwy = (g if g is not None else x.new_empty((0,), dtype=torch.float64 if k >= 2 else None)
                         for k, g in enumerate(grads))
-    return (total, gx, gy, gwx.to(wx.dtype) if want[2] else gwx, gwy.to(wy.dtype) if want[3] else gwy)
+    return (total, gx, gy, gwx if grads[2] is None else gwx.to(wx.dtype), gwy if grads[3] is None else gwy.to(wy.dtype))
 
 
 def _backward_impl(grad, x, y, wx, wy, saved, terms, params, coefs, need):
@@ -167,11 +171,7 @@ class _FusedPairTerms(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, y, wx, wy, plan, out_dtype, check_finite):  # plan: Terms; out_dtype: L's dtype
-        need = ctx.needs_input_grad
-        grads = (torch.empty_like(x) if need[0] else None,
-                 torch.empty_like(y) if need[1] and y is not None else None,
-                 torch.empty(x.shape[0], dtype=torch.float64) if need[2] and wx is not None else None,
-                 torch.empty(y.shape[0], dtype=torch.float64) if need[3] and wy is not None else None)
+        grads = _grad_buffers(x, y, wx, wy, ctx.needs_input_grad)
         value = _run_plan(plan, x, y, wx, wy, grads, check_finite)
         gx, gy, gwx, gwy = grads
         # The inputs for create_graph's recomposition; the gradients (buffers of this call, not inputs or

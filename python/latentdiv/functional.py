@@ -587,9 +587,15 @@ def cramer_wold(
         from . import distributed
 
         return distributed.cramer_wold(x, y, gamma, phi, weights_x, weights_y, group=group)
-    _check_samples(x, "x")
+    return _cramer_wold_checked(x, y, gamma, phi, weights_x, weights_y)
+
+
+def _cramer_wold_checked(x, y, gamma, phi, weights_x, weights_y, log_eps=None, names=("x", "weights_x")):
+    """cramer_wold without a group: the arguments checked (x and its weights named as ``names``), then
+    d_cw^2, or log(d_cw^2 + log_eps) (cwae_loss; folded into the fused engine call where there is one)."""
+    _check_samples(x, names[0])
     _check_y(x, y)
-    _check_w(weights_x, "weights_x", x, "x")
+    _check_w(weights_x, names[1], x, names[0])
     _check_w(weights_y, "weights_y", y, "y")
     if gamma is None:
         gamma = default_gamma(x.shape[-2])
@@ -597,8 +603,8 @@ def cramer_wold(
     _check_cw_phi(phi, x.shape[-1])
     if x.dim() == 3:
         return _map_batch(_cramer_wold_impl, x, dict(y=y, weights_x=weights_x, weights_y=weights_y),
-                          dict(y=3, weights_x=2, weights_y=2), gamma=gamma, phi=phi)
-    return _cramer_wold_impl(x, y, weights_x, weights_y, gamma, phi)
+                          dict(y=3, weights_x=2, weights_y=2), gamma=gamma, phi=phi, log_eps=log_eps)
+    return _cramer_wold_impl(x, y, weights_x, weights_y, gamma, phi, log_eps)
 
 
 def _cramer_wold_impl(x, y, weights_x, weights_y, gamma, phi, log_eps=None):
@@ -656,15 +662,10 @@ def cwae_loss(
     reference's own.
     """
     eps = check_positive(eps, "eps")
-    if group is None and isinstance(z, torch.Tensor) and z.dim() == 2 and _fused_ops.applicable(z):
-        # One engine call with the log folded in (no torch op after it: issue 11's per-call overhead).
-        _check_samples(z, "z")
-        _check_w(weights, "weights", z, "z")
-        gamma = check_positive(default_gamma(z.shape[-2]) if gamma is None else gamma, "gamma")
-        _check_cw_phi(phi, z.shape[-1])
-        return _cramer_wold_impl(z, None, weights, None, gamma, phi, log_eps=eps)
-    d2 = cramer_wold(z, None, gamma=gamma, phi=phi, weights_x=weights, group=group)
-    return torch.log(d2 + eps)
+    if group is not None:
+        return torch.log(cramer_wold(z, None, gamma=gamma, phi=phi, weights_x=weights, group=group) + eps)
+    # On the CPU engine one call with the log folded in (no torch op after it: issue 11's per-call overhead).
+    return _cramer_wold_checked(z, None, gamma, phi, weights, None, log_eps=eps, names=("z", "weights"))
 
 
 # ---------------------------------------------------------------------------------------------------
